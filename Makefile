@@ -1,0 +1,43 @@
+# Two entry points do all set-up from a fresh clone:
+#   make book   -> builds the book into _build/html/index.html
+#   make test   -> runs the whole test suite
+# Both create the virtual environment .venv on first use (or reuse one).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup book book-clean test test-fast bench release clean
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+book: setup
+	$(VENV)/bin/jupyter-book build . -W --keep-going
+	@echo "Book: $(CURDIR)/_build/html/index.html"
+
+book-clean:
+	rm -rf _build
+
+test: setup
+	$(PY) -m pytest
+
+# Unit tests only (no book build, no nbgrader pipeline).
+test-fast: setup
+	$(PY) -m pytest -m "not book and not grading"
+
+bench: setup
+	$(PY) benchmarks/ops.py
+
+# Regenerate assignments/ (the student release) from solutions/.
+release: setup
+	$(PY) -m cv_course.grading.release
+
+clean:
+	rm -rf _build .pytest_cache

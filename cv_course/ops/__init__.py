@@ -1,0 +1,38 @@
+"""Operators the course teaches, in pure PyTorch, with torchvision-compatible
+signatures. Boxes are (x1, y1, x2, y2) unless a name says otherwise."""
+
+from .boxes import (
+    box_area,
+    box_convert,
+    box_iou,
+    clip_boxes_to_image,
+    generalized_box_iou,
+    remove_small_boxes,
+)
+from .nms import batched_nms, nms, soft_nms
+
+__all__ = [
+    "box_area",
+    "box_convert",
+    "box_iou",
+    "clip_boxes_to_image",
+    "generalized_box_iou",
+    "remove_small_boxes",
+    "nms",
+    "batched_nms",
+    "soft_nms",
+]
+
+# Upsampling: unpooling and transposed convolution (issue 3, part 2).
+from .conv_transpose import ConvTranspose2d, bilinear_kernel, conv_matrix, conv_transpose2d
+from .upsample import bed_of_nails_unpool, max_unpool2d, nearest_unpool
+
+__all__ += [
+    "nearest_unpool",
+    "bed_of_nails_unpool",
+    "max_unpool2d",
+    "conv_transpose2d",
+    "ConvTranspose2d",
+    "conv_matrix",
+    "bilinear_kernel",
+]
