@@ -73,25 +73,83 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     b = boxes[order]  # [N, 4], best first
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # [N]
 
-    # Work through the sorted boxes a block at a time. Inside a block the greedy
-    # order is resolved with a small IoU matrix; the block's kept boxes then
-    # suppress everything after it at once, and the suppressed boxes are dropped,
-    # so crowded scenes (few kept boxes) finish in a handful of steps.
-    rest = torch.arange(n, device=boxes.device)  # undecided, in score order
+    # Two exact strategies with different costs. Probe the best-scoring boxes:
+    # if most of them survive, the scene is sparse and nearly every box will be
+    # kept, so compare only boxes that overlap at all (sweep and prune);
+    # otherwise suppression removes boxes quickly and blocks are cheaper.
+    probe = min(n, 64)
+    iou = _pairwise_iou(b[:probe], area[:probe], b[:probe], area[:probe])  # [P, P]
+    keep_probe = _greedy_within((iou > iou_threshold).triu(diagonal=1))  # [P]
+    if 2 * int(keep_probe.sum()) > probe:
+        return order[_nms_sparse(b, area, iou_threshold)]
+    return order[_nms_blocks(b, area, iou_threshold, keep_probe)]
+
+
+def _nms_blocks(b: Tensor, area: Tensor, iou_threshold: float, keep_first: Tensor) -> Tensor:
+    """Greedy NMS on score-sorted boxes, a block at a time; kept positions.
+    ``keep_first`` is the already-resolved first block (the probe)."""
+    # Inside a block the greedy order is resolved with a small IoU matrix; the
+    # block's kept boxes then suppress everything after it at once, and the
+    # suppressed boxes are dropped, so crowded scenes finish in a few steps.
+    rest = torch.arange(b.shape[0], device=b.device)  # undecided, in score order
     kept = []
-    block = 64
+    block = keep_first.numel()
     while rest.numel() > 0:  # sequential: each block depends on what was kept before
         blk, rest = rest[:block], rest[block:]
-        iou = _pairwise_iou(b[blk], area[blk], b[blk], area[blk])  # [B, B]
-        keep_blk = _greedy_within((iou > iou_threshold).triu(diagonal=1))
-        kb = blk[keep_blk]  # [Kb]
+        if kept:
+            iou = _pairwise_iou(b[blk], area[blk], b[blk], area[blk])  # [B, B]
+            kb = blk[_greedy_within((iou > iou_threshold).triu(diagonal=1))]  # [Kb]
+        else:
+            kb = blk[keep_first]
         kept.append(kb)
         if rest.numel() > 0 and kb.numel() > 0:
             iou = _pairwise_iou(b[kb], area[kb], b[rest], area[rest])  # [Kb, R]
             rest = rest[~(iou > iou_threshold).any(dim=0)]
-        # Mostly kept (sparse scene): bigger blocks; mostly suppressed: smaller.
+        # Mostly kept: bigger blocks; mostly suppressed: smaller ones; and a
+        # short remainder in one go rather than in several small steps.
         block = min(block * 2, 1024) if 2 * kb.numel() > blk.numel() else max(block // 2, 32)
-    return order[torch.cat(kept)]
+        if rest.numel() <= 4 * block:
+            block = rest.numel()
+    return torch.cat(kept)
+
+
+def _overlapping_pairs(b: Tensor) -> tuple[Tensor, Tensor]:
+    """All pairs (i, j), i != j, of boxes whose x-ranges overlap, without
+    looking at the others ("sweep and prune"): after sorting by x1, the boxes
+    that start inside box i's x-range are a contiguous run found by binary search.
+
+    Returns:
+        (Tensor[E], Tensor[E]) int64: each overlapping pair once, in either order.
+    """
+    n = b.shape[0]
+    x_order = b[:, 0].argsort()  # [N]
+    x1, x2 = b[x_order, 0].contiguous(), b[x_order, 2].contiguous()
+    end = torch.searchsorted(x1, x2, side="left")  # [N]: boxes at [pos + 1, end) start inside
+    counts = (end - torch.arange(1, n + 1, device=b.device)).clamp(min=0)  # [N]
+    first = torch.repeat_interleave(torch.arange(n, device=b.device), counts)  # [E]
+    offset = torch.arange(first.numel(), device=b.device) - (counts.cumsum(0) - counts)[first]
+    return x_order[first], x_order[first + 1 + offset]
+
+
+def _nms_sparse(b: Tensor, area: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS on score-sorted boxes via the graph of suppressing pairs;
+    kept positions. Cost grows with the number of overlapping pairs, not N^2."""
+    i, j = _overlapping_pairs(b)
+    lt = torch.max(b[i, :2], b[j, :2])  # [E, 2]
+    rb = torch.min(b[i, 2:], b[j, 2:])  # [E, 2]
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]  # [E]
+    hit = inter / (area[i] + area[j] - inter) > iou_threshold  # [E]
+    # b is sorted by score, so the lower position of a pair is the one that suppresses.
+    src, dst = torch.minimum(i[hit], j[hit]), torch.maximum(i[hit], j[hit])
+    # Same fixed point as _greedy_within, on the edges instead of a dense matrix.
+    keep = torch.ones(b.shape[0], dtype=torch.bool, device=b.device)
+    while True:  # sequential by nature; a few passes unless boxes form long chains
+        suppressed = torch.zeros_like(keep)
+        suppressed[dst[keep[src]]] = True
+        if torch.equal(~suppressed, keep):
+            return keep.nonzero().flatten()
+        keep = ~suppressed
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
