@@ -25,12 +25,16 @@ book: setup
 book-clean:
 	rm -rf _build
 
+# Two pytest workers, one file each at a time (the book build and the nbgrader
+# runs are long single files), one math thread per process: on a 2-core machine
+# oversubscribed threads make PyTorch many times slower, not faster.
+JOBS ?= 2
 test: setup
-	$(PY) -m pytest
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadfile
 
 # Unit tests only (no book build, no nbgrader pipeline).
 test-fast: setup
-	$(PY) -m pytest -m "not book and not grading"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadfile -m "not book and not grading"
 
 bench: setup
 	$(PY) benchmarks/ops.py
