@@ -1,0 +1,145 @@
+"""Train and compare the course's segmentation models on generated scenes.
+
+One function, :func:`train_and_evaluate`, builds a model by name, trains it with
+:func:`cv_course.train.fit` and per-pixel cross-entropy, and scores it by mean IoU
+on held-out scenes (a different scene seed, so no training scene is reused).
+``benchmarks/segmentation.py`` and the segmentation chapter both call it, so the
+numbers in the book are the numbers of the benchmark.
+
+Models (``MODEL_NAMES``): FCN-32s/16s/8s (Long, Shelhamer, Darrell, CVPR 2015) and
+U-Net with and without skip connections (Ronneberger et al., MICCAI 2015).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from ..data import NUM_CLASSES, SegmentationScenes
+from ..losses import pixel_cross_entropy
+from ..metrics import MeanIoU, iou_from_confusion
+from ..models import FCN, UNet
+from ..train import History, evaluate, fit
+
+MODEL_NAMES = ("fcn32s", "fcn16s", "fcn8s", "unet", "unet-noskip")
+
+
+@dataclass
+class SegmentationSetup:
+    """Data, model sizes and training budget shared by every model in a comparison."""
+
+    size: int = 64  # scene height = width in pixels
+    n_train: int = 1024  # training scenes (scene seed ``seed``)
+    n_val: int = 128  # held-out scenes (scene seed ``seed + 1``: disjoint from training)
+    min_scale: float = 0.25  # object diameter range, as a fraction of the image size
+    max_scale: float = 0.5
+    epochs: int = 8
+    batch_size: int = 16
+    lr: float = 3e-3  # peak learning rate of the one-cycle schedule (Adam)
+    warmup: float = 0.3  # fraction of the steps spent raising the learning rate to its peak
+    unet_channels: int = 16  # U-Net base_channels
+    unet_depth: int = 3
+    fcn_channels: tuple[int, ...] = (16, 32, 64, 128, 128)  # FCN backbone stage widths
+    fcn_head_channels: int = 256
+    seed: int = 0  # scenes, initialisation and shuffling
+
+
+@dataclass
+class SegmentationResult:
+    name: str
+    miou: float  # mean IoU on the held-out scenes
+    per_class_iou: list[float]  # IoU per class (background first)
+    train_seconds: float  # wall time of fit(), validation after each epoch included
+    parameters: int
+    history: History = field(repr=False)
+    model: nn.Module = field(repr=False)
+
+
+def build_model(name: str, setup: SegmentationSetup | None = None,
+                num_classes: int = NUM_CLASSES) -> nn.Module:
+    """The model called ``name`` (one of ``MODEL_NAMES``) at the sizes of ``setup``."""
+    s = setup or SegmentationSetup()
+    if name in ("fcn32s", "fcn16s", "fcn8s"):
+        return FCN(num_classes, name[3:], channels=s.fcn_channels, head_channels=s.fcn_head_channels)
+    if name in ("unet", "unet-noskip"):
+        return UNet(3, num_classes, s.unet_channels, s.unet_depth, skip_connections=name == "unet")
+    raise ValueError(f"unknown model {name!r}; choose from {MODEL_NAMES}")
+
+
+def make_loaders(setup: SegmentationSetup | None = None) -> tuple[DataLoader, DataLoader]:
+    """Training and held-out loaders of generated scenes, generated once into memory.
+
+    The training loader shuffles with its own generator seeded by ``setup.seed``.
+    """
+    s = setup or SegmentationSetup()
+    kw = dict(size=s.size, min_scale=s.min_scale, max_scale=s.max_scale)
+    loaders = []
+    for n, seed, shuffle in ((s.n_train, s.seed, True), (s.n_val, s.seed + 1, False)):
+        scenes = SegmentationScenes(n, seed=seed, **kw)
+        images = torch.stack([scenes[i][0] for i in range(n)])  # [n, 3, size, size]
+        labels = torch.stack([scenes[i][1] for i in range(n)])  # [n, size, size]
+        g = torch.Generator().manual_seed(s.seed)
+        loaders.append(DataLoader(TensorDataset(images, labels), batch_size=s.batch_size,
+                                  shuffle=shuffle, generator=g if shuffle else None))
+    return loaders[0], loaders[1]
+
+
+def train_and_evaluate(name: str, setup: SegmentationSetup | None = None, loaders=None,
+                       device=None, progress: bool = False,
+                       max_seconds: float | None = None) -> SegmentationResult:
+    """Train model ``name`` on generated scenes and measure its held-out mean IoU.
+
+    Args:
+        name: one of ``MODEL_NAMES``.
+        setup: data and budget; default :class:`SegmentationSetup`.
+        loaders: ``(train_loader, val_loader)`` to reuse (e.g. across models);
+            default ``make_loaders(setup)``.
+        device: default :func:`cv_course.default_device`.
+        progress: tqdm bars (to stdout).
+        max_seconds: optional wall-time budget for training.
+    Returns:
+        SegmentationResult: mIoU, IoU per class, training time, history and the model.
+    """
+    s = setup or SegmentationSetup()
+    train_loader, val_loader = loaders or make_loaders(s)
+    torch.manual_seed(s.seed)  # the same initialisation on every run
+    model = build_model(name, s)
+    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=s.lr, epochs=s.epochs, steps_per_epoch=len(train_loader),
+        pct_start=s.warmup)
+    meter = MeanIoU(NUM_CLASSES)
+    history = fit(model, train_loader, pixel_cross_entropy, optimizer, epochs=s.epochs,
+                  device=device, val_loader=val_loader, metric_fn=meter, scheduler=scheduler,
+                  scheduler_interval="step", progress=progress, max_seconds=max_seconds,
+                  seed=s.seed)
+    miou = evaluate(model, val_loader, meter)
+    return SegmentationResult(
+        name=name, miou=miou, per_class_iou=iou_from_confusion(meter.confusion).tolist(),
+        train_seconds=history.total_seconds, history=history, model=model,
+        parameters=sum(p.numel() for p in model.parameters()))
+
+
+def compare(names=MODEL_NAMES, setup: SegmentationSetup | None = None, device=None,
+            progress: bool = False) -> list[SegmentationResult]:
+    """Train every model in ``names`` on the same scenes with the same budget."""
+    s = setup or SegmentationSetup()
+    loaders = make_loaders(s)
+    return [train_and_evaluate(n, s, loaders, device, progress) for n in names]
+
+
+def format_table(results: list[SegmentationResult]) -> str:
+    """A Markdown table of name, parameters, held-out mIoU and training time."""
+    lines = ["| model | parameters | held-out mIoU | training time (s) |",
+             "|---|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r.name} | {r.parameters:,} | {r.miou:.3f} | {r.train_seconds:.1f} |")
+    return "\n".join(lines)
+
+
+__all__ = ["MODEL_NAMES", "SegmentationSetup", "SegmentationResult", "build_model",
+           "make_loaders", "train_and_evaluate", "compare", "format_table"]

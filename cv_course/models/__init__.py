@@ -1,0 +1,18 @@
+"""Models the course builds: segmentation networks (U-Net, FCN) and, later,
+classifiers and detectors. Each model lives in its own file."""
+
+from .fcn import FCN, FCNConfig, bilinear_kernel, bilinear_upsampler
+from .unet import UNet, UNetConfig
+
+__all__ = [
+    "FCN",
+    "FCNConfig",
+    "bilinear_kernel",
+    "bilinear_upsampler",
+    "UNet",
+    "UNetConfig",
+]
+
+from .classifier import ClassifierConfig, ShapeClassifier, shapes_classifier  # noqa: E402
+
+__all__ += ["ClassifierConfig", "ShapeClassifier", "shapes_classifier"]

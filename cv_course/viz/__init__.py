@@ -1,0 +1,32 @@
+"""Plotting helpers shared by the book's chapters (matplotlib; widgets need ipywidgets).
+
+- ``images``: tensor-to-image conversion, the class palette, ``show_image``;
+- ``boxes``: ``draw_boxes`` (labels and scores), ``draw_iou_pair``;
+- ``masks``: ``colorize_labels`` (class maps), ``overlay_masks`` (instance masks),
+  ``overlay_classes`` (chosen classes of a class map over the image);
+- ``grids``: ``show_values`` (a small matrix with its numbers in the cells);
+- ``widgets``: ``iou_calculator``, ``class_mask_viewer`` (import ipywidgets only when called).
+"""
+
+from .boxes import draw_boxes, draw_iou_pair
+from .grids import show_values
+from .images import as_numpy, class_colors, class_legend, instance_colors, show_image, to_hwc
+from .masks import colorize_labels, overlay_classes, overlay_masks
+from .widgets import class_mask_viewer, iou_calculator
+
+__all__ = [
+    "as_numpy",
+    "class_colors",
+    "class_mask_viewer",
+    "class_legend",
+    "colorize_labels",
+    "draw_boxes",
+    "draw_iou_pair",
+    "instance_colors",
+    "iou_calculator",
+    "overlay_classes",
+    "overlay_masks",
+    "show_image",
+    "show_values",
+    "to_hwc",
+]
