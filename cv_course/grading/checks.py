@@ -101,7 +101,7 @@ def check_tensor(
         fail(f"{name} must return a torch.Tensor (exactly), got {kind}{where}")
     if device is not None and out.device != torch.device(device):
         fail(f"{name} returned a tensor on {out.device}, expected it on {torch.device(device)} "
-             f"(the input's device){where}; create new tensors with device=boxes.device")
+             f"(the input's device){where}; create new tensors with device=<input>.device")
     if dtype is not None and out.dtype != dtype:
         fail(f"{name} returned dtype {out.dtype}, expected {dtype}{where}")
     if shape is not None and tuple(out.shape) != tuple(shape):
@@ -116,6 +116,7 @@ def check_close(out: Tensor, expected: Tensor, name: str, *, rtol: float, atol: 
     """Values agree (NaN never matches). ``show=True`` (visible checks only)
     prints both tensors in the message."""
     where = f" on {case}" if case else ""
+    out, expected = out.detach(), expected.detach()  # float() of a grad-requiring tensor warns
     if torch.isnan(out).any() and not torch.isnan(expected).any():
         fail(f"{name} returned NaN{where}; guard divisions by zero (e.g. with torch.where)")
     if not torch.allclose(out, expected, rtol=rtol, atol=atol):

@@ -66,6 +66,19 @@ class Forbidden:
 
 # Calls that would switch the monitors off are always forbidden.
 _MONITOR_SWITCHES = (sys.setprofile, sys.settrace, threading.setprofile, threading.settrace)
+
+
+def _process_starters() -> tuple:
+    """C functions that start a process: work handed to a child process runs
+    unwatched, so these are always forbidden. (Threads started with
+    ``threading`` are watched: the guard installs its hook for them.)"""
+    import _posixsubprocess
+
+    names = ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system", "execv", "execve")
+    return tuple(getattr(os, n) for n in names if hasattr(os, n)) + (_posixsubprocess.fork_exec,)
+
+
+PROCESS_STARTERS = _process_starters()
 _MODE_SWITCH_FUNCS = ("_disable_current_modes", "_pop_mode", "_pop_mode_temporarily")
 
 
@@ -120,7 +133,7 @@ class no_delegation:
         self._paths = _module_paths(self.forbidden.modules)
         self._ops = tuple(o for o in self.forbidden.ops if not o.endswith("::"))
         self._namespaces = tuple(o for o in self.forbidden.ops if o.endswith("::"))
-        self._builtins = {id(b) for b in self.forbidden.builtins + _MONITOR_SWITCHES}
+        self._builtins = {id(b) for b in self.forbidden.builtins + _MONITOR_SWITCHES + PROCESS_STARTERS}
         from torch import _ops
 
         self._op_call_codes = {_ops.OpOverload.__call__.__code__, _ops.OpOverloadPacket.__call__.__code__}

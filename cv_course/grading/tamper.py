@@ -33,6 +33,7 @@ BANNED_ATTRS = {"__code__", "__globals__", "__dict__", "__builtins__", "__closur
 BANNED_IMPORTS = {"sys", "inspect", "importlib", "ctypes", "gc", "builtins", "types", "os", "subprocess",
                   "shutil", "threading", "multiprocessing", "unittest", "pytest", "pathlib", "io",
                   "pickle", "marshal", "dis", "code", "codeop", "runpy", "pdb", "signal", "atexit",
+                  "_thread", "concurrent", "torch.multiprocessing", "asyncio", "_posixsubprocess",
                   "cv_course.grading"}
 ALLOWED_MAGICS = {"matplotlib", "time", "timeit"}
 WRITE_MODES = set("wax+")
