@@ -33,7 +33,7 @@ BANNED_ATTRS = {"__code__", "__globals__", "__dict__", "__builtins__", "__closur
 BANNED_IMPORTS = {"sys", "inspect", "importlib", "ctypes", "gc", "builtins", "types", "os", "subprocess",
                   "shutil", "threading", "multiprocessing", "unittest", "pytest", "pathlib", "io",
                   "pickle", "marshal", "dis", "code", "codeop", "runpy", "pdb", "signal", "atexit",
-                  "_thread", "concurrent", "torch.multiprocessing", "asyncio", "_posixsubprocess",
+                  "_thread", "concurrent", "traceback", "torch.multiprocessing", "asyncio", "_posixsubprocess",
                   "cv_course.grading"}
 ALLOWED_MAGICS = {"matplotlib", "time", "timeit"}
 WRITE_MODES = set("wax+")
@@ -159,6 +159,12 @@ class _Scanner(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_Call(self, node: ast.Call) -> None:
+        if isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr") and len(node.args) > 1:
+            name = node.args[1]
+            if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
+                self._flag(node, f"uses {node.func.id} with a computed attribute name")
+            elif name.value in BANNED_ATTRS or name.value.startswith("__"):
+                self._flag(node, f"uses {node.func.id}(..., {name.value!r})")
         if isinstance(node.func, ast.Name) and node.func.id == "open":
             mode = node.args[1] if len(node.args) > 1 else next(
                 (k.value for k in node.keywords if k.arg == "mode"), None)
