@@ -133,5 +133,7 @@ def test_bad_input():
         nms(boxes, torch.rand(3, 1), 0.5)
     with pytest.raises(ValueError, match="box_convert"):
         nms(torch.tensor([[10.0, 10, 4, 4]]), torch.rand(1), 0.5)  # looks like (x, y, w, h)
+    with pytest.raises(ValueError, match="shape \\[N\\]"):
+        soft_nms(boxes, torch.rand(3, 1))
     with pytest.raises(ValueError, match="method"):
         soft_nms(torch.rand(0, 4), torch.rand(0), method="hard")

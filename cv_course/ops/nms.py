@@ -18,6 +18,8 @@ def _pairwise_iou(a: Tensor, area_a: Tensor, b: Tensor, area_b: Tensor) -> Tenso
 
     Written as ``inter / (area_a + area_b - inter)``, the same arithmetic as
     torchvision's kernel, so that ties at the threshold break the same way.
+    Two zero-area boxes give 0/0 = NaN here, and ``NaN > threshold`` is False:
+    such boxes never suppress each other, exactly as in torchvision.
     """
     lt = torch.max(a[:, None, :2], b[None, :, :2])  # [K, M, 2]
     rb = torch.min(a[:, None, 2:], b[None, :, 2:])  # [K, M, 2]
@@ -208,6 +210,8 @@ def soft_nms(
     """
     check_boxes(boxes, ordered=True)
     check_tensor(scores, "scores")
+    if scores.dim() != 1:
+        raise ValueError(f"scores must have shape [N], got {list(scores.shape)}")
     check_same_length(boxes, scores, "boxes", "scores")
     if method not in ("gaussian", "linear"):
         raise ValueError(f"method must be 'gaussian' or 'linear', got {method!r}")
