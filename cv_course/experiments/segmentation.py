@@ -106,6 +106,10 @@ def train_and_evaluate(name: str, setup: SegmentationSetup | None = None, loader
     """
     s = setup or SegmentationSetup()
     train_loader, val_loader = loaders or make_loaders(s)
+    if train_loader.generator is not None:
+        # a reused loader would otherwise continue its shuffle where the previous
+        # model left it: every model sees the same batches in the same order
+        train_loader.generator.manual_seed(s.seed)
     torch.manual_seed(s.seed)  # the same initialisation on every run
     model = build_model(name, s)
     optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
