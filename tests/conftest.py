@@ -43,3 +43,14 @@ def pytest_terminal_summary(terminalreporter):
 def device(request) -> torch.device:
     """Run a test on the CPU and, when present, on CUDA."""
     return torch.device(request.param)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Run every test module with one intra-op thread. The tests use small
+    tensors, where extra threads only wait for each other; on a shared 2-core
+    machine two OpenMP threads ran them 10-30x slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

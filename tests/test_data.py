@@ -40,15 +40,6 @@ from cv_course.data.voc import boundary_ignore
 mask_utils = pytest.importorskip("pycocotools.mask")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Scenes are small tensors: on a shared, busy machine extra intra-op threads
-    # only wait for each other (DataLoader workers also use one thread each).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _same_scene(a, b) -> bool:
     return all(torch.equal(getattr(a, f), getattr(b, f))

@@ -22,14 +22,6 @@ _saved_conv_t = cv_course.ops.conv_transpose2d  # references captured early, as 
 _saved_loss = cv_course.losses.pixel_cross_entropy
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: on a shared, busy CPU several OpenMP threads mostly wait for each other.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # ------------------------------------------------------------ honest answers
 def honest_unpool(x, indices, output_size):

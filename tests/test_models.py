@@ -13,15 +13,6 @@ from cv_course.models import FCN, UNet, bilinear_kernel, bilinear_upsampler
 SMALL_FCN = dict(channels=(4, 8, 8, 16, 16), convs_per_stage=1, head_channels=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tests run tiny convolutions, where intra-op threads only add overhead; on
-    # a shared, oversubscribed CPU two OpenMP threads ran them ~30x slower than one.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _unet(**kw):
     return UNet(3, 5, **{"base_channels": 4, "depth": 3, **kw})

@@ -18,15 +18,6 @@ from cv_course.models import UNet
 from cv_course.train import History, evaluate, fit, predict, to_device
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tests run tiny convolutions, where intra-op threads only add overhead; on
-    # a shared, oversubscribed CPU two OpenMP threads ran them ~30x slower than one.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _toy_segmentation(n=16, size=12, seed=0):
     """Bright squares on a dark background: label 1 where the image is bright."""

@@ -25,16 +25,6 @@ from cv_course.ops import (
 DTYPES = [torch.float32, torch.float64]
 
 
-@pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    """All tensors here are tiny: with several threads, on a busy machine each
-    op waits for the thread pool (ms instead of µs), and gradcheck runs hundreds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _exact_reference():
     """Run torch's reference without cuDNN: on GPUs cuDNN may compute float32
     convolutions in TF32 (about 3 significant digits), our matmul does not."""
