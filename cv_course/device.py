@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 
@@ -12,3 +14,20 @@ def default_device() -> torch.device:
     touches the GPU.
     """
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the block with one CPU intra-op thread, then restore the count.
+
+    The course's many small tensor operations (scene generation, small CNNs)
+    gain nothing from more threads, and on a busy 2-core machine two OpenMP
+    threads per process ran them several times slower. One thread also makes
+    training results independent of the machine's core count.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -36,7 +36,6 @@ seeds; the maps must agree with the reference and hit the object often enough.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import os
@@ -50,6 +49,7 @@ from torch import Tensor, nn
 import cv_course
 
 from ..data import make_scene
+from ..device import one_thread
 from ..interpret import fgsm as _reference_fgsm  # bound at import, before any student code
 from ..interpret import grad_cam as _reference_grad_cam
 from ..interpret import pointing_game as _reference_pointing_game
@@ -499,24 +499,12 @@ def check_grad_cam_hidden(grad_cam, device) -> None:
 
 
 # ---------------------------------------------------------------- pointing game
-@contextlib.contextmanager
-def _one_thread():
-    """Generate scenes on one CPU thread: their many tiny tensor operations run
-    several times slower with two OpenMP threads on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def held_out_scenes(n: int, device) -> tuple[Tensor, Tensor, list[int]]:
     """``n`` scenes from seeds drawn from the operating system: (images [n, 3, 64, 64],
     labels [n], seeds). The masks are made later, from the seeds."""
     lo, hi = _HELD_OUT_SEEDS
     seeds = [lo + int.from_bytes(os.urandom(8), "little") % (hi - lo) for _ in range(n)]
-    with _one_thread():
+    with one_thread():
         scenes = [make_scene(s, **_SCENES) for s in seeds]
     images = torch.stack([s.image for s in scenes]).to(device)
     labels = torch.stack([s.labels[0] - 1 for s in scenes]).to(device)
@@ -525,7 +513,7 @@ def held_out_scenes(n: int, device) -> tuple[Tensor, Tensor, list[int]]:
 
 def _masks(seeds: list[int], device) -> Tensor:
     """The object mask of each scene, Tensor[n, 64, 64] bool."""
-    with _one_thread():
+    with one_thread():
         return torch.stack([make_scene(s, **_SCENES).masks[0] for s in seeds]).to(device)
 
 

@@ -14,7 +14,6 @@ same trained model in a few seconds the second time.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -26,6 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..device import one_thread
 
 # Bump when the architecture or the training recipe changes: old cache files
 # then stop matching instead of loading into a different model.
@@ -119,22 +120,6 @@ def augment(x: Tensor, gen: torch.Generator) -> Tensor:
     return x.gather(1, perm[:, :, None, None].expand_as(x))
 
 
-@contextlib.contextmanager
-def _single_thread():
-    """Run the block on one CPU thread (then restore the thread count).
-
-    One thread makes the result independent of the machine's core count, and on
-    a busy machine it is also faster: several processes each spinning two
-    OpenMP threads over the same cores slowed training steps ~8x in our tests.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def train_classifier(config: ClassifierConfig = ClassifierConfig(), seed: int = 0) -> ShapeClassifier:
     """Train a :class:`ShapeClassifier` on one CPU thread; deterministic given (config, seed).
 
@@ -142,7 +127,7 @@ def train_classifier(config: ClassifierConfig = ClassifierConfig(), seed: int = 
     the training scenes come from ``config.data_seed``. The global RNG is left
     as it was. Returns the model in eval mode.
     """
-    with _single_thread():
+    with one_thread():
         images, labels = scene_tensors(config.n_train, config.data_seed, config.image_size)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching global state
             torch.manual_seed(seed)
