@@ -90,11 +90,13 @@ class History:
         ax.plot(epochs, self.train_loss, "o-", color="C0", label="loss (epoch mean)")
         ax.set_xlabel("epoch")
         ax.set_ylabel("training loss")
+        handles = ax.get_lines()
         if self.val_metric:
             ax2 = ax.twinx()
-            ax2.plot(epochs[: len(self.val_metric)], self.val_metric, "s-", color="C1", label=metric_name)
+            handles += ax2.plot(epochs[: len(self.val_metric)], self.val_metric, "s-", color="C1",
+                                label=metric_name)
             ax2.set_ylabel(metric_name, color="C1")
-        ax.legend(loc="upper center")
+        ax.legend(handles=handles, loc="center right")  # one legend for both axes
         return ax
 
 
