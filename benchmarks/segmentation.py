@@ -6,10 +6,11 @@ held-out mean IoU and training wall time, plus the machine's load average, since
 wall times on a shared CPU depend on what else runs.
 
     .venv/bin/python benchmarks/segmentation.py [--models unet,fcn8s] [--threads 1]
-        [--size 64] [--epochs 8] [--n-train 1024] [--device cpu] [--progress]
+        [--size 64] [--epochs 8] [--n-train 2048] [--device cpu] [--no-amp] [--progress]
 
 Every model sees the same scenes, in the same order, for the same number of
-steps, with the same optimiser and schedule (see ``SegmentationSetup``).
+steps, with the same optimiser and schedule (``BENCHMARK_SETUP`` in
+``cv_course/experiments/segmentation.py``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from dataclasses import replace
 import torch
 
 from cv_course.experiments.segmentation import (
+    BENCHMARK_SETUP,
     MODEL_NAMES,
-    SegmentationSetup,
     format_table,
     make_loaders,
     train_and_evaluate,
@@ -32,21 +33,23 @@ from cv_course.experiments.segmentation import (
 
 
 def main() -> None:
-    default = SegmentationSetup()
+    default = BENCHMARK_SETUP
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODEL_NAMES))
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch intra-op threads; on a busy shared CPU 1 is often fastest")
+    # One thread by default: on a shared 2-core machine, two OpenMP threads made a
+    # training step anywhere from 1.5x faster to 20x slower, depending on the load.
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--size", type=int, default=default.size)
     parser.add_argument("--epochs", type=int, default=default.epochs)
     parser.add_argument("--n-train", type=int, default=default.n_train)
     parser.add_argument("--n-val", type=int, default=default.n_val)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-amp", action="store_true", help="train in float32")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     setup = replace(default, size=args.size, epochs=args.epochs, n_train=args.n_train,
-                    n_val=args.n_val)
+                    n_val=args.n_val, amp=not args.no_amp)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, {args.threads} thread(s), device {args.device}")
     print(setup)

@@ -38,7 +38,8 @@ def pixel_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255,
         raise ValueError(f"logits must have shape [N, C, H, W], got {list(logits.shape)}")
     N, C, H, W = logits.shape
     if target.shape != (N, H, W):
-        raise ValueError(f"target must have shape [N, H, W] = {[N, H, W]}, got {list(target.shape)}")
+        raise ValueError(f"target must have shape [N, H, W] = {[N, H, W]}, "
+                         f"got {list(target.shape)}")
     if target.is_floating_point() or target.dtype == torch.bool:
         raise ValueError(f"target must hold integer class indices, got {target.dtype}")
     if weight is not None and weight.shape != (C,):
@@ -47,7 +48,8 @@ def pixel_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255,
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     valid = target != ignore_index  # [N, H, W]
     if bool(((target < 0) | (target >= C))[valid].any()):
-        raise ValueError(f"target has labels outside [0, {C}) that are not ignore_index={ignore_index}")
+        raise ValueError(f"target has labels outside [0, {C}) that are not "
+                         f"ignore_index={ignore_index}")
 
     safe = torch.where(valid, target, torch.zeros_like(target)).long()  # any index in range
     log_p = logits.log_softmax(dim=1)  # [N, C, H, W]

@@ -44,8 +44,9 @@ def to_device(obj: Any, device: torch.device | str) -> Any:
 def _split_batch(batch: Any) -> tuple[Any, Any]:
     if isinstance(batch, (list, tuple)) and len(batch) >= 2:
         return batch[0], batch[1]
-    raise ValueError("a batch must be (inputs, targets, ...); got "
-                     f"{type(batch).__name__} of length {len(batch) if hasattr(batch, '__len__') else '?'}")
+    length = len(batch) if hasattr(batch, "__len__") else "?"
+    raise ValueError(f"a batch must be (inputs, targets, ...); got {type(batch).__name__} "
+                     f"of length {length}")
 
 
 @dataclass
@@ -101,7 +102,8 @@ class History:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, metric_fn, device: torch.device | str | None = None) -> float:
+def evaluate(model: nn.Module, loader, metric_fn,
+             device: torch.device | str | None = None) -> float:
     """Score ``model`` on every batch of ``loader``, in eval mode and without gradients.
 
     Args:
@@ -192,6 +194,7 @@ def fit(
     max_seconds: float | None = None,
     seed: int | None = None,
     stream=None,
+    amp: bool = False,
 ) -> History:
     """Train ``model`` with mini-batch gradient descent and report what happened.
 
@@ -220,6 +223,11 @@ def fit(
             same seeds give the same history; on a GPU, up to non-deterministic kernels.
         stream: where the progress bars write; default ``sys.stdout`` (not stderr:
             nbgrader fails a cell that writes to stderr).
+        amp: mixed precision: run the forward pass and the loss under
+            ``torch.autocast(device.type, dtype=torch.bfloat16)``; the weights, the
+            gradients and the optimizer stay float32 (bfloat16 keeps float32's exponent
+            range, so no gradient scaling is needed). Faster on GPUs and on CPUs with
+            bfloat16 instructions; validation always runs in full precision.
     Returns:
         History: losses per step and epoch, validation metric, wall times.
     Raises:
@@ -230,7 +238,8 @@ def fit(
     if (val_loader is None) != (metric_fn is None):
         raise ValueError("pass both val_loader and metric_fn, or neither")
     if scheduler_interval not in ("epoch", "step"):
-        raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        raise ValueError("scheduler_interval must be 'epoch' or 'step', "
+                         f"got {scheduler_interval!r}")
     if seed is not None:
         torch.manual_seed(seed)
     device = default_device() if device is None else torch.device(device)
@@ -247,7 +256,7 @@ def fit(
         history.lr.append(optimizer.param_groups[0]["lr"])
         losses = _train_one_epoch(model, train_loader, loss_fn, optimizer, device, scheduler
                                   if scheduler_interval == "step" else None, progress, stream,
-                                  start, max_seconds)
+                                  start, max_seconds, amp)
         if not losses:
             raise ValueError("train_loader yielded no batches")
         losses = torch.stack(losses).tolist()  # one device sync per epoch, not per step
@@ -281,13 +290,14 @@ def _check_finite(losses: list[float], first_step: int, epoch: int) -> None:
 
 
 def _train_one_epoch(model, loader, loss_fn, optimizer, device, step_scheduler, progress,
-                     stream, start, max_seconds) -> list[Tensor]:
+                     stream, start, max_seconds, amp) -> list[Tensor]:
     """One pass over ``loader``; returns the detached loss of each step."""
     losses = []
     bar = tqdm(loader, desc="train", disable=not progress, file=stream, leave=False)
     for batch in bar:
         inputs, targets = to_device(_split_batch(batch), device)
-        loss = loss_fn(model(inputs), targets)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(model(inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

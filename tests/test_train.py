@@ -213,3 +213,15 @@ def test_reduce_on_plateau_gets_the_metric():
     fit(model, train, pixel_cross_entropy, opt, epochs=3, device="cpu", val_loader=val,
         metric_fn=lambda out, y: 0.5, scheduler=sched, progress=False)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0025)
+
+
+def test_amp_trains_in_bfloat16_and_keeps_float32_weights():
+    train, _ = _loaders()
+    model = _small_unet()
+    seen = []
+    model.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    h = fit(model, train, pixel_cross_entropy, torch.optim.Adam(model.parameters(), 1e-2),
+            epochs=2, device="cpu", progress=False, amp=True)
+    assert seen and all(d == torch.bfloat16 for d in seen)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert h.train_loss[-1] < h.train_loss[0]

@@ -79,7 +79,10 @@ def pixel_accuracy(pred: Tensor, target: Tensor, ignore_index: int | None = None
         ValueError: if no pixel is counted (empty input or all ignored).
     """
     _check_labels(pred, target)
-    keep = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    if ignore_index is None:
+        keep = torch.ones_like(target, dtype=torch.bool)
+    else:
+        keep = target != ignore_index
     n = keep.sum()
     if int(n) == 0:
         raise ValueError("no pixels to score: the input is empty or every pixel is ignored")

@@ -154,10 +154,12 @@ class FCN(nn.Module):
         feats["score32"] = score
         variant = self.config.variant
         if variant in ("16s", "8s"):
-            score = self.upsample_pool5(score) + self.score_pool4(feats["pool4"])  # [N, C, P/16, Q/16]
+            # [N, C, P/16, Q/16]
+            score = self.upsample_pool5(score) + self.score_pool4(feats["pool4"])
             feats["score16"] = score
         if variant == "8s":
-            score = self.upsample_pool4(score) + self.score_pool3(feats["pool3"])  # [N, C, P/8, Q/8]
+            # [N, C, P/8, Q/8]
+            score = self.upsample_pool4(score) + self.score_pool3(feats["pool3"])
             feats["score8"] = score
         logits = self.upsample_final(score)[..., :H, :W]  # [N, C, H, W]
         feats["logits"] = logits
