@@ -1,13 +1,13 @@
 """Understanding CNNs, measured: pointing game per heatmap method, and adversarial accuracy.
 
 Uses the cached shape classifiers (``cv_course.models.classifier.shapes_classifier``,
-seeds 0 and 1; trained on first use) and held-out scenes, through the functions in
+seeds 0, 1 and 2, and a 16 x 16-map variant; trained on first use) and held-out scenes, through the functions in
 ``cv_course.experiments.interpret`` that the chapter calls. Prints Markdown tables
 and the machine's load average, since wall times on a shared CPU depend on what
 else runs.
 
     .venv/bin/python benchmarks/interpret.py [--n 500] [--n-occlusion 100]
-        [--n-attack 500] [--threads 1] [--device cpu]
+        [--n-attack 500] [--threads 1] [--device cpu] [--seeds 0,1,2] [--no-ablation]
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from cv_course.experiments.interpret import (
     pointing_game_table,
     transfer_table,
 )
-from cv_course.models.classifier import shapes_classifier
+from cv_course.interpret import grad_cam, pointing_game
+from cv_course.models.classifier import ClassifierConfig, shapes_classifier
 
 EPS_CURVE = [0, 0.5, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]  # in units of 1/255
 
@@ -41,6 +42,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads; on a busy shared CPU 1 is often fastest")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seeds", default="0,1,2",
+                        help="classifier seeds for the Grad-CAM pointing game across models")
+    parser.add_argument("--no-ablation", action="store_true",
+                        help="skip training the 16 x 16 variant (one pooling layer fewer)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -69,6 +74,19 @@ def main() -> None:
     for r in rows:
         print(f"| {r.method} | {r.resolution[0]}x{r.resolution[1]} | {r.hit_rate:.3f} | "
               f"{r.hit_rate_tol:.3f} | {r.ms_per_image:.2f} | {r.n} |")
+
+    print("\n### Grad-CAM pointing game (last conv) across classifiers\n")
+    variants = [(f"seed {s}, 8x8 map", s, ClassifierConfig()) for s in map(int, args.seeds.split(","))]
+    if not args.no_ablation:
+        variants.append(("seed 0, 16x16 map (pools=2)", 0, ClassifierConfig(pools=2)))
+    print("| classifier | accuracy | hit rate | 1 px | 2 px | 4 px tolerance | trained in s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, seed, config in variants:
+        m = shapes_classifier(seed=seed, config=config).to(device)
+        heat = grad_cam(m, m.features, images[: args.n], labels[: args.n])
+        rates = [pointing_game(heat, masks[: args.n], tolerance=t) for t in (0, 1, 2, 4)]
+        print(f"| {name} | {accuracy(m, images, labels):.3f} | "
+              + " | ".join(f"{r:.3f}" for r in rates) + f" | {m.train_seconds:.0f} |")
 
     x, y = images[: args.n_attack], labels[: args.n_attack]
     print("\n### FGSM: accuracy against eps (pixels in [0, 1])\n")

@@ -117,3 +117,21 @@ def test_pgd_at_least_as_strong_as_fgsm(trained, held_out):
     assert (adv - x).abs().max() <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     assert acc_fgsm < clean - 0.1, "eps should be large enough for FGSM to hurt"
     assert acc_pgd <= acc_fgsm
+
+
+def test_pointing_game_table_scores_every_method_on_image_pixels(trained, held_out):
+    from cv_course.experiments.interpret import pointing_game_table
+
+    images, labels, masks = held_out
+    rows = pointing_game_table(trained, images[:40], labels[:40], masks[:40],
+                               limits={"occlusion 8x8 / 4": 8})
+    by = {r.method: r for r in rows}
+    assert set(by) == {"Grad-CAM (last conv)", "CAM", "saliency", "occlusion 8x8 / 4",
+                       "image centre (control)"}
+    assert by["occlusion 8x8 / 4"].n == 8 and by["occlusion 8x8 / 4"].resolution == (64, 64)
+    assert by["Grad-CAM (last conv)"].resolution == (8, 8)
+    # On a GAP + linear network at the last layer, Grad-CAM = ReLU(CAM) / hw: same peaks.
+    assert by["CAM"].hit_rate == by["Grad-CAM (last conv)"].hit_rate
+    for r in rows:
+        assert 0 <= r.hit_rate <= r.hit_rate_tol <= 1 and r.ms_per_image >= 0
+    assert by["Grad-CAM (last conv)"].hit_rate_tol > by["image centre (control)"].hit_rate_tol

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from cv_course.interpret import (
     knn_label_agreement,
     occlusion,
     occlusion_masks,
+    occlusion_to_image,
     pgd,
     pointing_game,
     pointing_hits,
@@ -492,3 +494,39 @@ def test_methods_run_on_the_model_device(device):
     assert (adv - x).abs().max() <= 0.05 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     img = activation_maximization(model, "features.4", 0, steps=2, size=8)
     assert img.device.type == device.type
+
+
+def _interp_reference(heat, H, W, patch, stride):
+    """numpy.interp along each axis between patch centres (constant beyond the ends)."""
+    (ph, pw), (sh, sw) = patch, stride
+    nh, nw = heat.shape
+    cy, cx = np.arange(nh) * sh + (ph - 1) / 2, np.arange(nw) * sw + (pw - 1) / 2
+    rows = np.stack([np.interp(np.arange(W), cx, r) for r in heat])  # [nh, W]
+    return np.stack([np.interp(np.arange(H), cy, c) for c in rows.T], axis=1)  # [H, W]
+
+
+@pytest.mark.parametrize("H, W, patch, stride", [(64, 64, (8, 8), (4, 4)), (12, 10, (4, 3), (3, 2)),
+                                                 (9, 9, (3, 3), (2, 2)), (10, 7, (10, 3), (1, 2))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_occlusion_to_image_puts_cells_on_patch_centres(H, W, patch, stride, dtype):
+    nh, nw = (H - patch[0]) // stride[0] + 1, (W - patch[1]) // stride[1] + 1
+    heat = torch.randn(3, nh, nw, generator=torch.Generator().manual_seed(nh * nw), dtype=dtype)
+    up = occlusion_to_image(heat, (H, W), patch, stride)
+    assert up.shape == (3, H, W) and up.dtype == dtype
+    for n in range(3):
+        ref = _interp_reference(heat[n].numpy(), H, W, patch, stride)
+        np.testing.assert_allclose(up[n].numpy(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_occlusion_to_image_peak_and_errors():
+    heat = torch.zeros(1, 15, 15)
+    heat[0, 6, 9] = 1.0  # the patch from pixel (24, 36): centre (27.5, 39.5)
+    up = occlusion_to_image(heat, 64, patch=8, stride=4)
+    y, x = divmod(int(up.argmax()), 64)
+    assert y in (27, 28) and x in (39, 40)
+    assert upsample_heatmap(heat, 64, normalize=False)[0].argmax() != up[0].argmax()  # the plain resize is off
+    assert occlusion_to_image(torch.zeros(0, 15, 15), 64, 8, 4).shape == (0, 64, 64)
+    with pytest.raises(ValueError, match="15x15 cells"):
+        occlusion_to_image(torch.zeros(1, 16, 16), 64, 8, 4)
+    with pytest.raises(ValueError, match=r"\[N, nh, nw\]"):
+        occlusion_to_image(torch.zeros(15, 15), 64, 8, 4)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from cv_course.losses import pixel_cross_entropy
-from cv_course.models import FCN, UNet, bilinear_kernel, bilinear_upsampler
+from cv_course.models import FCN, UNet, bilinear_upsampler
 
 SMALL_FCN = dict(channels=(4, 8, 8, 16, 16), convs_per_stage=1, head_channels=16)
 
@@ -129,12 +129,6 @@ def test_bad_arguments():
         _unet()(torch.rand(1, 1, 8, 8))
     with pytest.raises(ValueError, match="expected input"):
         FCN(3)(torch.rand(3, 8, 8))
-
-
-def test_bilinear_kernel_values():
-    torch.testing.assert_close(bilinear_kernel(4)[0], torch.tensor([0.25, 0.75, 0.75, 0.25]) * 0.25)
-    torch.testing.assert_close(bilinear_kernel(3)[1], torch.tensor([0.5, 1.0, 0.5]))
-    assert bilinear_kernel(4, torch.float64).dtype == torch.float64
 
 
 @pytest.mark.parametrize("factor", [2, 8, 32])

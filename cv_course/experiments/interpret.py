@@ -21,7 +21,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..interpret import cam, fgsm, grad_cam, occlusion, pgd, pointing_game, saliency
+from ..interpret import (
+    cam,
+    fgsm,
+    grad_cam,
+    occlusion,
+    occlusion_to_image,
+    pgd,
+    pointing_game,
+    saliency,
+)
 from ..models.classifier import scene_tensors
 
 HELD_OUT_SEED = 1  # scene seed of evaluation scenes (training uses ClassifierConfig.data_seed = 0)
@@ -67,13 +76,20 @@ def default_methods(model: nn.Module) -> dict[str, Callable[[Tensor, Tensor], Te
     """The heatmap methods the chapter compares, each ``(images, target) -> [N, h, w]``.
 
     Grad-CAM and CAM at the last feature map, vanilla saliency, occlusion with a
-    grey 8 x 8 patch moved 4 pixels at a time, and the image-centre control.
+    grey 8 x 8 patch moved 4 pixels at a time (its 15 x 15 map placed on the
+    patch centres at image resolution, see :func:`occlusion_to_image`), and the
+    image-centre control.
     """
+
+    def occlusion_map(x: Tensor, t: Tensor) -> Tensor:
+        heat = occlusion(model, x, t, patch=8, stride=4, baseline=0.5)  # [N, 15, 15] for 64 x 64
+        return occlusion_to_image(heat, tuple(x.shape[-2:]), patch=8, stride=4)  # [N, H, W]
+
     return {
         "Grad-CAM (last conv)": lambda x, t: grad_cam(model, model.features, x, t),
         "CAM": lambda x, t: cam(model.features, model.fc, x, t),
         "saliency": lambda x, t: saliency(model, x, t),
-        "occlusion 8x8 / 4": lambda x, t: occlusion(model, x, t, patch=8, stride=4, baseline=0.5),
+        "occlusion 8x8 / 4": occlusion_map,
         "image centre (control)": centre_map,
     }
 

@@ -24,7 +24,7 @@ from .feature_vis import Regularizer, activation_maximization, deepdream, total_
 from .filters import first_conv, first_layer_filters
 from .grad_cam import grad_cam
 from .heatmap import upsample_heatmap
-from .occlusion import occlusion, occlusion_masks
+from .occlusion import occlusion, occlusion_masks, occlusion_to_image
 from .pointing_game import pointing_game, pointing_hits
 from .saliency import saliency
 
@@ -37,6 +37,7 @@ __all__ = [
     "upsample_heatmap",
     "occlusion",
     "occlusion_masks",
+    "occlusion_to_image",
     "fgsm",
     "pgd",
     "Regularizer",

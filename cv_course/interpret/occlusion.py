@@ -9,6 +9,7 @@ occluded copies are independent, so they are built and scored in batches.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
@@ -64,7 +65,8 @@ def occlusion(
     Returns:
         Tensor[N, nh, nw]: ``score(image) - score(image with patch (i, j) hidden)``;
         positive where hiding the patch hurts the class. The patch of cell
-        ``(i, j)`` starts at pixel ``(i * sh, j * sw)`` (see :func:`occlusion_masks`).
+        ``(i, j)`` starts at pixel ``(i * sh, j * sw)`` (see :func:`occlusion_masks`);
+        :func:`occlusion_to_image` puts the map back on the image's pixels.
     """
     check_images(images)
     if batch_size < 1:
@@ -98,3 +100,52 @@ def occlusion(
             scores = model(occluded).gather(1, t[n][:, None])[:, 0]  # [B]
             drops[start : start + k.numel()] = clean[n] - scores
     return drops.reshape(N, nh, nw)
+
+
+def occlusion_to_image(heatmaps: Tensor, size, patch, stride) -> Tensor:
+    """Resize occlusion maps to the image so that each cell sits on its patch's centre.
+
+    The cells of an occlusion map do not tile the image the way the cells of a
+    feature map do: cell ``i`` belongs to the patch centred on pixel
+    ``i * stride + (patch - 1) / 2``. A plain resize (:func:`upsample_heatmap`)
+    stretches the ``nh`` cells over the whole image instead, which shifts them by
+    up to about half a patch. Here each pixel takes the bilinear interpolation
+    between the two nearest patch centres on each axis; pixels outside the
+    outermost centres take the value of the nearest one.
+
+    Args:
+        heatmaps (Tensor[N, nh, nw]): output of :func:`occlusion`.
+        size (int or (H, W)): the size of the images the maps were made from.
+        patch, stride (int or pair): the values passed to :func:`occlusion`.
+    Returns:
+        Tensor[N, H, W]: the maps at image resolution, in the heatmaps' units
+        (not normalized).
+    Raises:
+        ValueError: if the map's shape does not match (size, patch, stride).
+    """
+    if not isinstance(heatmaps, Tensor) or heatmaps.dim() != 3:
+        raise ValueError(f"heatmaps must have shape [N, nh, nw], got {getattr(heatmaps, 'shape', heatmaps)}")
+    H, W = _pair(size)
+    (ph, pw), (sh, sw) = _pair(patch), _pair(stride)
+    expected = ((H - ph) // sh + 1, (W - pw) // sw + 1)
+    if tuple(heatmaps.shape[1:]) != expected:
+        raise ValueError(
+            f"an occlusion map of a {H}x{W} image with patch {(ph, pw)} and stride {(sh, sw)} "
+            f"has {expected[0]}x{expected[1]} cells, got {tuple(heatmaps.shape[1:])}: pass the "
+            "size, patch and stride used for occlusion()"
+        )
+    if not heatmaps.is_floating_point():
+        heatmaps = heatmaps.float()
+    N, nh, nw = heatmaps.shape
+    if N == 0:
+        return heatmaps.new_zeros(0, H, W)
+
+    def grid(n_pixels, n_cells, p, s):  # pixel -> position in [-1, 1] between first and last centre
+        centre = (torch.arange(n_pixels, dtype=heatmaps.dtype, device=heatmaps.device) - (p - 1) / 2) / s
+        return (2 * centre / (n_cells - 1) - 1) if n_cells > 1 else torch.zeros_like(centre)
+
+    gy, gx = grid(H, nh, ph, sh), grid(W, nw, pw, sw)  # [H], [W]
+    coords = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), dim=-1)  # [H, W, 2] as (x, y)
+    out = F.grid_sample(heatmaps[:, None], coords.expand(N, H, W, 2), mode="bilinear",
+                        padding_mode="border", align_corners=True)  # [N, 1, H, W]
+    return out[:, 0]

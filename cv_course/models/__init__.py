@@ -1,13 +1,12 @@
 """Models the course builds: segmentation networks (U-Net, FCN) and, later,
 classifiers and detectors. Each model lives in its own file."""
 
-from .fcn import FCN, FCNConfig, bilinear_kernel, bilinear_upsampler
+from .fcn import FCN, FCNConfig, bilinear_upsampler
 from .unet import UNet, UNetConfig
 
 __all__ = [
     "FCN",
     "FCNConfig",
-    "bilinear_kernel",
     "bilinear_upsampler",
     "UNet",
     "UNetConfig",

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops import bilinear_kernel
+
 VARIANTS = ("32s", "16s", "8s")
 
 
@@ -42,32 +44,14 @@ class FCNConfig:
     head_channels: int = 512  # width of the conv "fc6/fc7" layers on the stride-32 map
 
 
-def bilinear_kernel(size: int, dtype: torch.dtype = torch.float32,
-                    device: torch.device | None = None) -> Tensor:
-    """2-D bilinear interpolation kernel, ``Tensor[size, size]``.
-
-    A transposed conv with this kernel, ``kernel_size = 2 * f``, ``stride = f``
-    and ``padding = f // 2`` (``f`` even) upsamples by ``f`` exactly as
-    ``F.interpolate(..., mode="bilinear", align_corners=False)`` away from the
-    border. The weight falls linearly from the centre: ``1 - |i - centre| / factor``.
-    """
-    factor = (size + 1) // 2
-    centre = factor - 1 if size % 2 == 1 else factor - 0.5
-    i = torch.arange(size, dtype=dtype, device=device)
-    w = 1 - (i - centre).abs() / factor  # [size]
-    return w[:, None] * w[None, :]  # [size, size]
-
-
 def bilinear_upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
     """Learnable ``factor``-x upsampling, ``[N, c, h, w] -> [N, c, factor*h, factor*w]``,
     initialised to bilinear interpolation of each channel separately."""
     up = nn.ConvTranspose2d(channels, channels, kernel_size=2 * factor, stride=factor,
                             padding=factor // 2, bias=False)
-    with torch.no_grad():
-        up.weight.zero_()
-        k = bilinear_kernel(2 * factor, up.weight.dtype, up.weight.device)
-        idx = torch.arange(channels)
-        up.weight[idx, idx] = k  # channel c -> channel c; no mixing at init
+    with torch.no_grad():  # channel c -> channel c; no mixing at init
+        up.weight.copy_(bilinear_kernel(channels, channels, 2 * factor, dtype=up.weight.dtype,
+                                        device=up.weight.device))
     return up
 
 
