@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup book book-clean test test-fast bench release clean
+.PHONY: setup book book-clean test test-fast bench bench-quality release clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ test-fast: setup
 
 bench: setup
 	$(PY) benchmarks/ops.py
+
+# Quality measurements that train models (minutes on a CPU): U-Net/FCN time to
+# mIoU, and the pointing game and attacks on the shape classifiers.
+bench-quality: setup
+	$(PY) benchmarks/segmentation.py
+	$(PY) benchmarks/interpret.py
 
 # Regenerate assignments/ (the student release) from solutions/.
 release: setup

@@ -55,3 +55,12 @@ def test_landing_page_has_the_course_map(built):
     html = (built / f"{toc_files()[0]}.html").read_text().lower()
     for chapter in ("semantic segmentation", "u-net", "r-cnn", "detr", "mask r-cnn", "grad-cam", "coming"):
         assert chapter in html, f"course map lacks {chapter!r}"
+
+
+def test_pages_need_no_widget_javascript(built):
+    # Saved widget state (e.g. a tqdm bar in a notebook) makes every page load the
+    # widget manager from a CDN, and an offline reader then sees an empty box.
+    for name in toc_files():
+        html = (built / f"{name}.html").read_text()
+        assert "application/vnd.jupyter.widget-view" not in html, f"{name}: saved widget output"
+        assert "@jupyter-widgets/html-manager" not in html, f"{name}: loads the widget manager"
