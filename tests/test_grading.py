@@ -216,3 +216,47 @@ def box_iou(a, b):
 text = open("data.txt") if False else None
 '''
     assert scan(ordinary) == []
+
+
+class _AlwaysClose(torch.overrides.TorchFunctionMode):
+    """A cheat: make every comparison in the checks say "close"."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (torch.allclose, torch.isclose, torch.equal):
+            return True
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_torch_mode_left_on_by_the_function_is_refused():
+    def iou_leaving_a_mode_on(a, b):
+        _AlwaysClose().__enter__()  # never exited: it would outlive the call
+        return torch.zeros(len(a), len(b), device=a.device)
+
+    try:
+        with pytest.raises(CheckFailed, match="switched on globally"):
+            G.check_box_iou_visible(iou_leaving_a_mode_on, "cpu")
+    finally:
+        while torch._C._len_torch_function_stack():
+            torch._C._pop_torch_function_stack()
+
+
+def test_a_torch_mode_switched_on_in_the_notebook_is_refused():
+    mode = _AlwaysClose()
+    mode.__enter__()
+    try:
+        with pytest.raises(CheckFailed, match="restart the kernel"):
+            G.check_box_iou_visible(lambda a, b: torch.zeros(len(a), len(b)), "cpu")
+    finally:
+        mode.__exit__(None, None, None)
+
+
+def test_gradients_switched_off_by_the_function_are_refused():
+    def nms_grad_off(boxes, scores, thr):
+        torch.set_grad_enabled(False)
+        return honest_nms(boxes, scores, thr)
+
+    try:
+        with pytest.raises(CheckFailed, match="torch.set_grad_enabled"):
+            G.check_nms_visible(nms_grad_off, "cpu")
+    finally:
+        torch.set_grad_enabled(True)

@@ -49,17 +49,53 @@ def _same(a: Any, b: Any) -> bool:
     return True
 
 
+def global_state() -> dict:
+    """What a function could switch on for every later computation: global module
+    hooks, torch function and dispatch modes, saved-tensor hooks, grad and
+    inference mode. ``call_student`` compares it before and after the call."""
+    module = torch.nn.modules.module
+    hooks = {n: len(v) for n in dir(module) if n.startswith("_global") and n.endswith("hooks")
+             and isinstance(v := getattr(module, n), dict)}
+    return dict(
+        hooks=hooks,
+        function_modes=torch._C._len_torch_function_stack(),
+        dispatch_modes=torch._C._len_torch_dispatch_stack(),
+        saved_tensor_hooks=torch._C._autograd._top_saved_tensors_default_hooks(False) is not None,
+        grad_enabled=torch.is_grad_enabled(),
+        inference_mode=torch.is_inference_mode_enabled(),
+    )
+
+
+_CLEAN = dict(function_modes=0, dispatch_modes=0, saved_tensor_hooks=False, inference_mode=False)
+
+
+def require_clean_globals(name: str) -> dict:
+    """Fail when something switched on at the notebook's top level could change
+    what the student's function or the reference computes; returns the state."""
+    state = global_state()
+    if any(state["hooks"].values()):
+        fail("a global module hook is registered (torch.nn.modules.module.register_module_*_hook); "
+             f"it changes every model's forward pass, so {name} cannot be checked: remove it and "
+             "restart the kernel")
+    if any(state[k] != v for k, v in _CLEAN.items()):
+        fail(f"a TorchFunctionMode, TorchDispatchMode, saved-tensor hook or inference mode is "
+             f"switched on outside any `with` block, so {name} cannot be checked: restart the kernel")
+    return state
+
+
 def call_student(fn: Callable, args: Sequence, forbidden: Forbidden, name: str, case: str = "") -> Any:
     """Call ``fn(*args)`` as a check would and return what it returned.
 
     The function gets copies of ``args`` (so it cannot change what the reference
     sees), runs under :class:`~cv_course.grading.guard.no_delegation` with
     warnings silenced (a warning from the student's code must not cost the
-    whole test cell), and must leave its inputs unmodified.
+    whole test cell), and must leave its inputs unmodified and nothing switched
+    on globally (see :func:`global_state`).
     """
     where = f" on {case}" if case else ""
     if not callable(fn):
         fail(f"{name} is not a function (got {type(fn).__name__}); run the cell that defines it")
+    before = require_clean_globals(name)
     given = _clone(list(args))
     guard = no_delegation(forbidden)
     try:
@@ -79,6 +115,10 @@ def call_student(fn: Callable, args: Sequence, forbidden: Forbidden, name: str, 
             f"{name} used {', '.join(guard.violations)}{where}. The point of this exercise is "
             "to implement it yourself with basic tensor operations."
         )
+    if global_state() != before:
+        fail(f"{name} left something switched on globally{where} (a global hook, a torch "
+             "mode, saved-tensor hooks or torch.set_grad_enabled); use `with` blocks "
+             "(torch.enable_grad(), ...) so that it ends with the function")
     if not _same(list(args), given):
         fail(f"{name} modified its input tensors{where}; work on new tensors instead (e.g. x.clone())")
     return out
