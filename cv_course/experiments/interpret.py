@@ -81,9 +81,11 @@ def default_methods(model: nn.Module) -> dict[str, Callable[[Tensor, Tensor], Te
     image-centre control.
     """
 
+    patch, stride = 8, 4
+
     def occlusion_map(x: Tensor, t: Tensor) -> Tensor:
-        heat = occlusion(model, x, t, patch=8, stride=4, baseline=0.5)  # [N, 15, 15] for 64 x 64
-        return occlusion_to_image(heat, tuple(x.shape[-2:]), patch=8, stride=4)  # [N, H, W]
+        heat = occlusion(model, x, t, patch, stride, baseline=0.5)  # [N, 15, 15] for 64 x 64
+        return occlusion_to_image(heat, tuple(x.shape[-2:]), patch, stride)  # [N, H, W]
 
     return {
         "Grad-CAM (last conv)": lambda x, t: grad_cam(model, model.features, x, t),

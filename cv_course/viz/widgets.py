@@ -14,6 +14,17 @@ from .images import as_numpy, class_colors, class_legend, show_image
 from .masks import overlay_classes
 
 
+def _show_in(out, fig) -> None:
+    """Replace what the Output widget ``out`` shows with ``fig``."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    with out:
+        out.clear_output(wait=True)
+        display(fig)
+    plt.close(fig)  # shown once, through the Output widget, not again by the backend
+
+
 def iou_calculator(
     box1: tuple[int, int, int, int] = (10, 10, 50, 50),
     box2: tuple[int, int, int, int] = (30, 30, 70, 70),
@@ -40,7 +51,6 @@ def iou_calculator(
     # Imported here, not at module level: importing cv_course.viz must not need a notebook stack.
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
-    from IPython.display import display
 
     width, height = canvas
     for name, box in (("box1", box1), ("box2", box2)):
@@ -70,10 +80,7 @@ def iou_calculator(
         fig, ax = plt.subplots(figsize=figsize)
         iou = draw_iou_pair(ax, a, b, canvas=canvas)
         readout.value = f"<b>IoU = {iou:.3f}</b> &nbsp; A = {a}, B = {b}"
-        with out:
-            out.clear_output(wait=True)
-            display(fig)
-        plt.close(fig)  # shown once, through the Output widget, not again by the backend
+        _show_in(out, fig)
 
     for s in sliders:
         s.observe(redraw, names="value")
@@ -110,7 +117,6 @@ def class_mask_viewer(image, labels, class_names, shown=None, alpha: float = 0.7
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
     import numpy as np
-    from IPython.display import display
 
     lab = as_numpy(labels)
     C = len(class_names)
@@ -142,10 +148,7 @@ def class_mask_viewer(image, labels, class_names, shown=None, alpha: float = 0.7
             class_legend(ax, [class_names[c] for c in ticked], colors[ticked],
                          loc="lower right", fontsize=8)
         readout.value = f"{int(counts[ticked].sum())} of {lab.size} pixels shown"
-        with out:
-            out.clear_output(wait=True)
-            display(fig)
-        plt.close(fig)  # shown once, through the Output widget, not again by the backend
+        _show_in(out, fig)
 
     for box in checkboxes:
         box.observe(redraw, names="value")
