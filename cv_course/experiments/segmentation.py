@@ -8,12 +8,22 @@ numbers in the book are the numbers of the benchmark.
 
 Models (``MODEL_NAMES``): FCN-32s/16s/8s (Long, Shelhamer, Darrell, CVPR 2015) and
 U-Net with and without skip connections (Ronneberger et al., MICCAI 2015).
+
+:func:`cached_train_and_evaluate` keeps each trained model on disk (weights,
+history, scores), keyed by a hash of the setup, as
+:func:`cv_course.models.shapes_classifier` does: the book's FCN/U-Net chapter
+loads the models in seconds instead of training them for minutes inside the
+notebook's execution timeout (``make book`` trains them first, outside it).
 """
 
 from __future__ import annotations
 
-import time
+import dataclasses
+import hashlib
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -23,9 +33,14 @@ from ..data import NUM_CLASSES, SegmentationScenes
 from ..losses import pixel_cross_entropy
 from ..metrics import MeanIoU, iou_from_confusion
 from ..models import FCN, UNet
+from ..models.classifier import default_cache_dir
 from ..train import History, evaluate, fit
 
 MODEL_NAMES = ("fcn32s", "fcn16s", "fcn8s", "unet", "unet-noskip")
+
+# Bump when a model, the loss or the training loop changes in a way that changes
+# the trained weights: old cache files then stop matching instead of being reused.
+_RECIPE_VERSION = 1
 
 
 @dataclass
@@ -68,6 +83,7 @@ class SegmentationResult:
     parameters: int
     history: History = field(repr=False)
     model: nn.Module = field(repr=False)
+    from_cache: bool = False  # True when the weights were loaded, not trained by this call
 
 
 def build_model(name: str, setup: SegmentationSetup | None = None,
@@ -140,6 +156,48 @@ def train_and_evaluate(name: str, setup: SegmentationSetup | None = None, loader
         parameters=sum(p.numel() for p in model.parameters()))
 
 
+def cache_key(name: str, setup: SegmentationSetup | None = None) -> str:
+    """A short hash of everything that determines the trained weights of model ``name``."""
+    spec = {"recipe": _RECIPE_VERSION, "name": name,
+            **dataclasses.asdict(setup or SegmentationSetup())}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cached_train_and_evaluate(name: str, setup: SegmentationSetup | None = None,
+                              cache_dir=None, **kwargs) -> SegmentationResult:
+    """:func:`train_and_evaluate`, with the result kept on disk and loaded when it is there.
+
+    The file ``segmentation_<name>_<hash>.pt`` under ``cache_dir`` (default
+    ``$CV_COURSE_CACHE`` or ``~/.cache/cv_course``) holds the weights, the
+    :class:`History`, the scores and the original training time; the hash covers
+    ``name``, every field of ``setup`` and a recipe version. Loaded results have
+    ``from_cache=True`` and report the ``train_seconds`` of the run that made them.
+    Keyword arguments go to :func:`train_and_evaluate` on a cache miss (the device
+    and progress bars; ``loaders`` must be ``make_loaders(setup)`` for the key to hold).
+    """
+    s = setup or SegmentationSetup()
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = base / f"segmentation_{name}_{cache_key(name, s)}.pt"
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model = build_model(name, s)
+        model.load_state_dict(saved["state_dict"])
+        return SegmentationResult(
+            name=name, miou=saved["miou"], per_class_iou=saved["per_class_iou"],
+            train_seconds=saved["train_seconds"], history=History(**saved["history"]),
+            model=model.eval(), parameters=sum(p.numel() for p in model.parameters()),
+            from_cache=True)
+    r = train_and_evaluate(name, s, **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in r.model.state_dict().items()}
+    saved = {"state_dict": state, "miou": r.miou, "per_class_iou": r.per_class_iou,
+             "train_seconds": r.train_seconds, "history": dataclasses.asdict(r.history)}
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(saved, tmp)
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    return r
+
+
 def compare(names=MODEL_NAMES, setup: SegmentationSetup | None = None, device=None,
             progress: bool = False) -> list[SegmentationResult]:
     """Train every model in ``names`` on the same scenes with the same budget."""
@@ -157,5 +215,24 @@ def format_table(results: list[SegmentationResult]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["MODEL_NAMES", "BENCHMARK_SETUP", "SegmentationSetup", "SegmentationResult",
-           "build_model", "make_loaders", "train_and_evaluate", "compare", "format_table"]
+# The four models and the budget of the book's FCN/U-Net chapter; `make book`
+# trains them into the cache before the chapter runs (python -m cv_course.experiments.segmentation).
+CHAPTER_MODELS = ("fcn32s", "fcn8s", "unet-noskip", "unet")
+CHAPTER_SETUP = SegmentationSetup(size=64, n_train=512, n_val=64, epochs=8, batch_size=8)
+
+
+def warm_chapter_cache() -> None:
+    """Train (or find) the chapter's models in the cache, one line per model on stdout."""
+    for name in CHAPTER_MODELS:
+        r = cached_train_and_evaluate(name, CHAPTER_SETUP)
+        how = "cached" if r.from_cache else "trained"
+        print(f"{name}: {how}, mIoU {r.miou:.3f}, trained in {r.train_seconds:.0f} s", flush=True)
+
+
+__all__ = ["MODEL_NAMES", "BENCHMARK_SETUP", "CHAPTER_MODELS", "CHAPTER_SETUP", "SegmentationSetup",
+           "SegmentationResult", "build_model", "make_loaders", "train_and_evaluate",
+           "cached_train_and_evaluate", "cache_key", "compare", "format_table", "warm_chapter_cache"]
+
+
+if __name__ == "__main__":
+    warm_chapter_cache()
