@@ -9,7 +9,6 @@ from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.preprocessors import (
     AssignLatePenalties,
     CheckCellMetadata,
-    Execute,
     IgnorePattern,
     LimitOutput,
     SaveAutoGrades,
@@ -27,12 +26,14 @@ c.CourseDirectory.release_directory = "assignments"
 # the training cell of assignment 01 needs more than nbgrader's default 30 s.
 c.Execute.timeout = 180
 
-# After running a submission and before saving its grades, scan the code the
-# student wrote for anything that changes how it is graded.
+# TamperScan is nbgrader's Execute with the course's tamper scan around it: cells
+# with code that could change how they are graded are not run, and their
+# exercise is withheld with the reason. Without it (nbgrader's plain Execute)
+# every hidden check refuses to award points (cv_course.grading.failclosed).
+# nbgrader's default list, with TamperScan in place of Execute:
 c.Autograde.autograde_preprocessors = [
-    Execute,
-    IgnorePattern,
     TamperScan,
+    IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,
     SaveAutoGrades,
