@@ -13,6 +13,7 @@ from torch import Tensor
 from ..ops import box_iou as _reference_box_iou  # bound at import, before any student code
 from ..ops import nms as _reference_nms
 from .checks import call_student, check_close, check_tensor, fail, fresh_generator
+from .failclosed import hidden_check
 from .guard import Forbidden
 
 FORBIDDEN = Forbidden(modules=("cv_course.ops", "torchvision.ops"), ops=("torchvision::",))
@@ -63,6 +64,7 @@ def check_box_iou_visible(box_iou, device) -> None:
     print("box_iou: visible checks passed")
 
 
+@hidden_check  # no points under autograde without the course's tamper scan
 def check_box_iou_hidden(box_iou, device) -> None:
     """Fresh random inputs and edge cases, compared with the reference."""
     gen = fresh_generator()
@@ -121,6 +123,7 @@ def check_nms_visible(nms, device) -> None:
     print("nms: visible checks passed")
 
 
+@hidden_check  # no points under autograde without the course's tamper scan
 def check_nms_hidden(nms, device) -> None:
     """Fresh random scenes (scattered and crowded), several thresholds, dtypes,
     tied scores and the degenerate cases."""

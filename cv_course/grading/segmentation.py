@@ -59,6 +59,7 @@ from ..models import UNet as _ReferenceUNet
 from ..ops import conv_transpose2d as _reference_conv_transpose2d
 from ..ops import max_unpool2d as _reference_max_unpool2d
 from .checks import call_student, check_close, check_tensor, fail, fresh_generator
+from .failclosed import hidden_check
 from .guard import Forbidden
 
 # The scenes of the assignment: training, validation and the grader's held-out
@@ -178,6 +179,7 @@ def check_max_unpool2d_visible(max_unpool2d, device) -> None:
     print("max_unpool2d: visible checks passed")
 
 
+@hidden_check  # no points under autograde without the course's tamper scan
 def check_max_unpool2d_hidden(max_unpool2d, device) -> None:
     """Fresh random maps, several pooling windows (overlapping ones too), odd
     sizes, negative values, other values than the pooled ones, float64 and an
@@ -281,6 +283,7 @@ def _gradients(out: Tensor, inputs, grad_out: Tensor, name: str, names) -> list[
     return list(grads)
 
 
+@hidden_check  # no points under autograde without the course's tamper scan
 def check_conv_transpose2d_hidden(conv_transpose2d, device) -> None:
     """Fresh random inputs over several kernel sizes (even and non-square),
     strides and paddings, with and without bias, float32 and float64, an empty
@@ -413,6 +416,7 @@ def check_unet_visible(UNet, device) -> None:
     print("UNet: visible checks passed")
 
 
+@hidden_check  # no points under autograde without the course's tamper scan
 def check_unet_hidden(UNet, device) -> None:
     """Fresh random weights and inputs for several widths and depths, train and
     eval mode, float64, an empty batch and odd sizes, compared with the
@@ -491,6 +495,7 @@ def check_pixel_cross_entropy_visible(pixel_cross_entropy, device) -> None:
     print("pixel_cross_entropy: visible checks passed")
 
 
+@hidden_check  # no points under autograde without the course's tamper scan
 def check_pixel_cross_entropy_hidden(pixel_cross_entropy, device) -> None:
     """Fresh random logits and labels with ignored pixels, float32 and float64,
     large logits, another ignore_index, all pixels ignored, an empty batch and
@@ -603,6 +608,7 @@ def check_trained_model_visible(model, device) -> None:
     print("trained model: visible checks passed")
 
 
+@hidden_check  # no points under autograde without the course's tamper scan
 def check_trained_model_hidden(model, device) -> None:
     """Predictions that do not depend on the other images in a batch, and the
     threshold on 256 new scenes."""

@@ -55,6 +55,7 @@ from ..interpret import grad_cam as _reference_grad_cam
 from ..interpret import pointing_game as _reference_pointing_game
 from ..interpret import saliency as _reference_saliency
 from .checks import call_student, check_close, check_tensor, fail, fresh_generator
+from .failclosed import hidden_check
 from .guard import PROCESS_STARTERS, Forbidden
 
 LIBRARIES = ("captum", "pytorch_grad_cam", "torchcam", "torchattacks", "foolbox", "advertorch")
@@ -374,6 +375,7 @@ def check_saliency_visible(saliency, device) -> None:
 
 
 @_quiet
+@hidden_check  # no points under autograde without the course's tamper scan
 def check_saliency_hidden(saliency, device) -> None:
     """Fresh random CNNs (train/eval, float32/float64, frozen or not) against the reference."""
     gen = fresh_generator()
@@ -445,6 +447,7 @@ def check_grad_cam_visible(grad_cam, device) -> None:
 
 
 @_quiet
+@hidden_check  # no points under autograde without the course's tamper scan
 def check_grad_cam_hidden(grad_cam, device) -> None:
     """Fresh random CNNs and layers (a block, a convolution, a BatchNorm, an
     activation, a pooling, the whole body) against the reference."""
@@ -607,6 +610,7 @@ def check_fgsm_visible(fgsm, device) -> None:
 
 
 @_quiet
+@hidden_check  # no points under autograde without the course's tamper scan
 def check_fgsm_hidden(fgsm, device) -> None:
     """Fresh random CNNs, budgets from 0 to 1, images with saturated pixels,
     against the reference."""
