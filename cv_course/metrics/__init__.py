@@ -1,5 +1,6 @@
 """Evaluation metrics. Segmentation: confusion matrix, pixel accuracy, IoU per
-class, mean IoU (labels in, not logits; see ``segmentation.py``)."""
+class, mean IoU (labels in, not logits; see ``segmentation.py``). Detection:
+precision-recall, average precision, COCO mAP (see ``detection/``)."""
 
 from .segmentation import (
     MeanIoU,
@@ -17,4 +18,19 @@ __all__ = [
     "mean_iou",
     "per_class_iou",
     "pixel_accuracy",
+]
+
+# Detection (issue 9, section 3).
+from .detection import (
+    MeanAveragePrecision,
+    average_precision,
+    mean_average_precision,
+    precision_recall,
+)
+
+__all__ += [
+    "MeanAveragePrecision",
+    "average_precision",
+    "mean_average_precision",
+    "precision_recall",
 ]
