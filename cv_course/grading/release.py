@@ -1,9 +1,12 @@
 """Regenerate the student release (``assignments/``) from ``solutions/``.
 
-``python -m cv_course.grading.release`` runs ``nbgrader generate_assignment``
-for every assignment in a scratch course directory and copies the result into
-``assignments/``; ``--check`` only compares and exits 1 when the committed
-release is stale. (``make release`` runs the first.)
+``python -m cv_course.grading.release`` first writes the tamper scan's rules
+(``tamper.rules_markdown``) into each source notebook's rules text, between the
+``BEGIN scan rules`` / ``END scan rules`` comments, so that what students read
+is what the scan enforces; then it runs ``nbgrader generate_assignment`` for
+every assignment in a scratch course directory and copies the result into
+``assignments/``. ``--check`` only compares and exits 1 when a notebook's rules
+or the committed release are stale. (``make release`` runs the first.)
 """
 
 from __future__ import annotations
@@ -11,13 +14,19 @@ from __future__ import annotations
 import argparse
 import filecmp
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import nbformat
+
+from .tamper.rules import rules_markdown
+
 REPO = Path(__file__).resolve().parents[2]
+_RULES = re.compile(r"(<!-- BEGIN scan rules[^>]*-->\n).*?(<!-- END scan rules -->)", re.DOTALL)
 _CONFIG = """c = get_config()
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "assignments"
@@ -38,6 +47,27 @@ def assignment_names(repo: Path = REPO) -> list[str]:
     if not source.is_dir():
         raise FileNotFoundError(f"no solutions/ folder in {repo}: nothing to release")
     return sorted(p.name for p in source.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
+
+
+def with_rules(source: str) -> str:
+    """``source`` (markdown) with the scan's rules between its rules comments."""
+    return _RULES.sub(lambda m: m.group(1) + rules_markdown() + "\n" + m.group(2), source)
+
+
+def sync_rules(repo: Path = REPO, write: bool = True) -> list[Path]:
+    """Source notebooks whose rules text differs from the scan's; rewritten when ``write``."""
+    out = []
+    for path in sorted((repo / "solutions").glob("*/*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        changed = False
+        for cell in nb.cells:
+            if cell.cell_type == "markdown" and with_rules(cell.source) != cell.source:
+                cell.source, changed = with_rules(cell.source), True
+        if changed:
+            out.append(path)
+            if write:
+                nbformat.write(nb, path)
+    return out
 
 
 def generate(name: str, out_dir: Path, repo: Path = REPO) -> Path:
@@ -86,10 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only report stale releases (exit 1)")
     args = parser.parse_args(argv)
     if args.check:
+        for path in sync_rules(write=False):
+            print(f"{path.relative_to(REPO)}: the rules text is not the scan's: run `make release`")
         names = stale()
         for name in names:
             print(f"assignments/{name} is stale: run `make release` and commit the result")
-        return 1 if names else 0
+        return 1 if names or sync_rules(write=False) else 0
+    for path in sync_rules():
+        print(f"wrote the scan's rules into {path.relative_to(REPO)}")
     for name in assignment_names():
         print(f"released {generate(name, REPO / 'assignments').relative_to(REPO)}")
     return 0

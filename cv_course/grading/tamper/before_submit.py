@@ -15,6 +15,9 @@ def check_before_submitting(notebook: str) -> bool:
     """Scan the saved ``notebook`` (a path, relative to the notebook's folder) as
     the grader will and print what it would withhold. Returns True when nothing
     would be."""
+    if os.environ.get("NBGRADER_EXECUTION"):
+        print("Skipped while grading: the grader runs its own scan.")
+        return True
     if not os.path.exists(notebook):
         print(f"Cannot find {notebook} next to this notebook; run this cell from the notebook you submit, "
               "under its released name.")
