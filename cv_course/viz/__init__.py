@@ -5,6 +5,7 @@
 - ``masks``: ``colorize_labels`` (class maps), ``overlay_masks`` (instance masks),
   ``overlay_classes`` (chosen classes of a class map over the image);
 - ``grids``: ``show_values`` (a small matrix with its numbers in the cells);
+- ``style``: ``book_style`` (legible 2x figures), ``glue_figure`` (a checked, numbered book figure);
 - ``widgets``: ``iou_calculator``, ``class_mask_viewer`` (import ipywidgets only when called).
 """
 
@@ -12,16 +13,19 @@ from .boxes import draw_boxes, draw_iou_pair
 from .grids import show_values
 from .images import as_numpy, class_colors, class_legend, instance_colors, show_image, to_hwc
 from .masks import colorize_labels, overlay_classes, overlay_masks
+from .style import book_style, glue_figure
 from .widgets import class_mask_viewer, iou_calculator
 
 __all__ = [
     "as_numpy",
+    "book_style",
     "class_colors",
     "class_mask_viewer",
     "class_legend",
     "colorize_labels",
     "draw_boxes",
     "draw_iou_pair",
+    "glue_figure",
     "instance_colors",
     "iou_calculator",
     "overlay_classes",
