@@ -36,3 +36,10 @@ __all__ += [
     "conv_matrix",
     "bilinear_kernel",
 ]
+
+# Region features for two-stage detection (issue 9, part 1).
+from .poolers import MultiScaleRoIAlign, assign_fpn_levels
+from .roi_align import RoIAlign, roi_align
+from .roi_pool import RoIPool, roi_pool
+
+__all__ += ["roi_align", "RoIAlign", "roi_pool", "RoIPool", "assign_fpn_levels", "MultiScaleRoIAlign"]
