@@ -1,0 +1,20 @@
+"""Two-stage detectors with torchvision's interface: R-CNN, Fast R-CNN, Faster R-CNN + FPN.
+
+Every detector takes ``images: list[Tensor[3, H, W]]`` and, in training,
+``targets: list[dict(boxes=Tensor[K, 4] (x1, y1, x2, y2), labels=Tensor[K] int64)]``;
+in train mode it returns a dict of named losses, in eval mode one
+``dict(boxes, labels, scores)`` per image. One file per idea: ``config``,
+``backbone``, ``fpn``, ``transform``, ``rpn``, ``roi_heads``, ``faster_rcnn``, ``rcnn``.
+"""
+
+from .backbone import ShapeBackbone
+from .config import FasterRCNNConfig
+from .faster_rcnn import FasterRCNN
+from .fpn import BackboneWithFPN, FeaturePyramidNetwork
+from .roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead, fastrcnn_loss
+from .rpn import RegionProposalNetwork, RPNHead
+from .transform import DetectionTransform
+
+__all__ = ["FasterRCNNConfig", "ShapeBackbone", "FeaturePyramidNetwork", "BackboneWithFPN",
+           "DetectionTransform", "RPNHead", "RegionProposalNetwork", "TwoMLPHead",
+           "FastRCNNPredictor", "RoIHeads", "fastrcnn_loss", "FasterRCNN"]
