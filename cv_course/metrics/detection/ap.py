@@ -25,7 +25,8 @@ from torch import Tensor
 
 from ...ops._checks import check_boxes
 from ...ops.boxes import box_iou
-from .matching import greedy_match, pad_ious
+from .matching import greedy_match
+from .regions import pad_ious
 
 AP_METHODS = ("coco", "voc07", "voc")
 

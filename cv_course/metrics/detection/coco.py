@@ -29,8 +29,8 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 from .ap import coco_linspace, interpolated_precision
-from .inputs import check_image, check_lists
-from .matching import greedy_match, pad_ious
+from .inputs import check_image, check_lists, check_values
+from .matching import greedy_match
 from .regions import region_type
 
 # COCO's area ranges in pixels**2: [low, high], both ends included.
@@ -68,29 +68,30 @@ def _first_device(predictions, targets, key):
     return torch.device("cpu")
 
 
-def _prepare_image(pred, target, region, max_det: int):
-    """Sort, truncate and score one image: returns its detections and ground truths."""
-    regions, scores, labels = pred[region.key], pred["scores"].double(), pred["labels"].long()
-    order = torch.sort(scores, descending=True, stable=True).indices  # [N] by score...
-    order = order[torch.sort(labels[order], stable=True).indices]  # ...within each class
-    labels = labels[order]
-    # Rank within the class = position minus the position where the class starts.
-    position = torch.arange(labels.numel(), device=labels.device)  # [N]
-    start = torch.ones_like(labels, dtype=torch.bool)
-    start[1:] = labels[1:] != labels[:-1]  # [N]
-    rank = position - torch.where(start, position, 0).cummax(0).values  # [N]
-    keep = rank < max_det  # COCO scores at most max_det detections per image and class
-    order, labels, rank = order[keep], labels[keep], rank[keep]
-    kept = regions[order]
-    gt_labels = target["labels"].long()
-    crowd = target.get("iscrowd")
-    crowd = torch.zeros_like(gt_labels, dtype=torch.bool) if crowd is None else crowd.bool()
-    area = target.get("area")
-    gt_area = region.area(target[region.key]) if area is None else area.double()
-    iou = region.iou(kept, target[region.key], crowd)  # [D, G]
-    iou = iou.masked_fill(labels[:, None] != gt_labels[None, :], -1.0)  # other classes never match
-    dets = (scores[order], labels, rank, region.area(kept))
-    return iou, dets, (gt_labels, crowd, gt_area)
+def _sort_and_cap(score: Tensor, label: Tensor, real: Tensor, max_det: int):
+    """Order each image's detections by class, then by decreasing score, and keep the
+    ``max_det`` best of each class (as COCO does per image and class).
+
+    Args: score, label, real (Tensor[I, N]): padded detections (``real`` marks the non-padding).
+    Returns:
+        index (Tensor[I, D]): positions in N of the kept detections, kept ones first.
+        kept (Tensor[I, D], bool): which entries of ``index`` are real.
+        rank (Tensor[I, D]): rank of each kept detection within its image and class.
+    """
+    I, N = score.shape
+    order = torch.sort(score, dim=1, descending=True, stable=True).indices  # [I, N] by score...
+    group = torch.where(real, label, label.max() + 1 if N else 0).gather(1, order)  # padding last
+    by_class = torch.sort(group, dim=1, stable=True)  # ...within each class (stable: ties keep order)
+    order, group = order.gather(1, by_class.indices), by_class.values  # [I, N]
+    position = torch.arange(N, device=score.device).expand(I, N)  # [I, N]
+    start = torch.ones_like(group, dtype=torch.bool)
+    start[:, 1:] = group[:, 1:] != group[:, :-1]  # [I, N] first detection of each class
+    rank = position - torch.where(start, position, 0).cummax(1).values  # [I, N]
+    keep = (rank < max_det) & real.gather(1, order)  # [I, N]
+    front = torch.sort((~keep).byte(), dim=1, stable=True).indices  # [I, N] kept ones first
+    D = int(keep.sum(1).max()) if I and N else 0
+    front = front[:, :D]
+    return order.gather(1, front), keep.gather(1, front), rank.gather(1, front)
 
 
 def evaluate(predictions: list[dict], targets: list[dict], iou_type: str = "bbox",
@@ -123,37 +124,60 @@ def evaluate(predictions: list[dict], targets: list[dict], iou_type: str = "bbox
     device = _first_device(predictions, targets, region.key)
     iou_thr = _thresholds(iou_thresholds, coco_linspace(0.5, 0.95, 0.05), "iou_thresholds", device)
     rec_thr = _thresholds(rec_thresholds, coco_linspace(0.0, 1.0, 0.01), "rec_thresholds", device)
+    if not predictions:  # no image: every class is absent, every number undefined
+        none = torch.zeros(0, dtype=torch.long, device=device)
+        flags = torch.zeros(0, len(AREA_RANGES), len(iou_thr), dtype=torch.bool, device=device)
+        return _accumulate(none.double(), none, none, flags, flags, none.double().reshape(0, len(AREA_RANGES)),
+                           none, iou_thr, rec_thr, max_dets)
 
-    images = [_prepare_image(p, t, region, max_dets[-1]) for p, t in zip(predictions, targets)]
-    ious = [im[0].to(device) for im in images]
-    det = [torch.cat([im[1][j].to(device) for im in images]) for j in range(4)]
-    score, label, rank, det_area = det  # [N] each, image by image
-    gts = [[im[2][j].to(device) for im in images] for j in range(3)]
-    gt_label, crowd, gt_area = (pad_sequence(g, batch_first=True) for g in gts)  # [I, G] each
-    gt_real = pad_sequence([torch.ones_like(c) for c in gts[1]], batch_first=True)  # [I, G]
-    classes = torch.unique(torch.cat([label, gt_label[gt_real]]))  # [K], sorted
+    # Everything per image becomes one padded Tensor[I, N] (detections) or [I, G] (ground truths).
+    def pad(xs, value=0):
+        return pad_sequence([x.to(device) for x in xs], batch_first=True, padding_value=value)
 
+    score = pad([p["scores"].double() for p in predictions])  # [I, N]
+    label = pad([p["labels"].long() for p in predictions])  # [I, N]
+    gt_label = pad([t["labels"].long() for t in targets])  # [I, G]
+    crowd = pad([t["iscrowd"] if t.get("iscrowd") is not None else t["labels"].new_zeros(len(t["labels"]))
+                 for t in targets])  # [I, G]
+    area = pad([t["area"].double() if t.get("area") is not None else t["labels"].double().fill_(-1)
+                for t in targets], -1)  # [I, G], -1: not given
+    check_values(score, crowd, torch.where(area == -1, 0.0, area))
+    crowd = crowd.bool()
+    I, N, G = score.shape[0], score.shape[1], gt_label.shape[1]
+    n_det = torch.tensor([len(p["labels"]) for p in predictions], device=device)  # [I]
+    n_gt = torch.tensor([len(t["labels"]) for t in targets], device=device)  # [I]
+    real_det = torch.arange(N, device=device) < n_det[:, None]  # [I, N] not padding
+    real_gt = torch.arange(G, device=device) < n_gt[:, None]  # [I, G]
+
+    # 1. The per-type part: IoU of every (detection, ground truth) pair, and areas.
+    iou, det_area, gt_area = region.geometry([p[region.key].to(device) for p in predictions],
+                                             [t[region.key].to(device) for t in targets], crowd)
+    gt_area = torch.where(area == -1, gt_area, area)  # COCO uses the annotation's area if given
+
+    # 2. Sort by class and score, keep max(max_dets) per image and class, match.
+    index, kept, rank = _sort_and_cap(score, label, real_det, max_dets[-1])  # [I, D] each
+    D = index.shape[1]
+    label, score, det_area = label.gather(1, index), score.gather(1, index), det_area.gather(1, index)
+    iou = iou.gather(1, index[:, :, None].expand(I, D, G))  # [I, D, G]
+    never = (label[:, :, None] != gt_label[:, None, :]) | ~kept[:, :, None] | ~real_gt[:, None, :]
+    iou = iou.masked_fill(never, -1.0)  # other classes and padding never match
     low, high = (torch.tensor(b, dtype=torch.float64, device=device) for b in zip(*AREA_RANGES.values()))
-    outside = lambda area: (area[..., None] < low) | (area[..., None] > high)  # noqa: E731  [..., A]
-    gt_ignore = (crowd[..., None] | outside(gt_area) | ~gt_real[..., None]).transpose(1, 2)  # [I, A, G]
-
-    iou = pad_ious(ious) if ious else torch.zeros(0, 0, 0, dtype=torch.float64, device=device)
+    outside = lambda a: (a[..., None] < low) | (a[..., None] > high)  # noqa: E731  [..., A]
+    gt_ignore = (crowd[..., None] | outside(gt_area) | ~real_gt[..., None]).transpose(1, 2)  # [I, A, G]
     matched, matched_ignored = greedy_match(iou, iou_thr, gt_ignore, crowd)  # [I, A, T, D] each
-    num_dets = torch.tensor([m.shape[0] for m in ious], device=device)
-    real = torch.arange(iou.shape[1], device=device) < num_dets[:, None]  # [I, D]
-    matched = matched.permute(0, 3, 1, 2)[real]  # [N, A, T]
-    matched_ignored = matched_ignored.permute(0, 3, 1, 2)[real]  # [N, A, T]
+
+    # 3. True / false positives of every detection, then the curves per class.
+    matched = matched.permute(0, 3, 1, 2)[kept]  # [N', A, T], image by image
+    matched_ignored = matched_ignored.permute(0, 3, 1, 2)[kept]  # [N', A, T]
     # Unmatched detections outside the area range are ignored too, not false positives.
-    ignored = matched_ignored | (~matched & outside(det_area)[:, :, None])  # [N, A, T]
-    tp, fp = matched & ~ignored, ~matched & ~ignored  # [N, A, T]
-
-    counted = ~gt_ignore.transpose(1, 2)[gt_real]  # [G_total, A]
-    k_of_gt = torch.searchsorted(classes, gt_label[gt_real])
+    ignored = matched_ignored | (~matched & outside(det_area[kept])[:, :, None])  # [N', A, T]
+    tp, fp = matched & ~ignored, ~matched & ~ignored  # [N', A, T]
+    classes = torch.unique(torch.cat([label[kept], gt_label[real_gt]]))  # [K], sorted
+    counted = ~gt_ignore.transpose(1, 2)[real_gt]  # [G', A] ground truths that count
     num_gt = torch.zeros(len(classes), len(AREA_RANGES), dtype=torch.float64, device=device)
-    num_gt.index_add_(0, k_of_gt, counted.double())  # [K, A] ground truths that count
-
-    return _accumulate(score, torch.searchsorted(classes, label), rank, tp, fp, num_gt,
-                       classes, iou_thr, rec_thr, max_dets)
+    num_gt.index_add_(0, torch.searchsorted(classes, gt_label[real_gt]), counted.double())  # [K, A]
+    return _accumulate(score[kept], torch.searchsorted(classes, label[kept]), rank[kept], tp, fp,
+                       num_gt, classes, iou_thr, rec_thr, max_dets)
 
 
 def _accumulate(score, k_of_det, rank, tp, fp, num_gt, classes, iou_thr, rec_thr, max_dets):

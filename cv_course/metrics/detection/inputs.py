@@ -35,7 +35,8 @@ def _check_vector(x, n: int, name: str, kind: str) -> None:
 
 
 def check_image(pred, target, i: int, region: RegionType) -> None:
-    """Raise a ValueError / TypeError naming the entry of image i that is malformed."""
+    """Keys, types and shapes of image i (no tensor arithmetic: the values of all
+    images are checked at once by :func:`check_values`)."""
     key = region.key
     _check_keys(pred, (key, "scores", "labels"), f"predictions[{i}]", _PRED_DOC.format(key=key))
     _check_keys(target, (key, "labels"), f"targets[{i}]", _TARGET_DOC.format(key=key))
@@ -43,23 +44,30 @@ def check_image(pred, target, i: int, region: RegionType) -> None:
     region.check(target[key], f"targets[{i}][{key!r}]")
     N, K = pred[key].shape[0], target[key].shape[0]
     _check_vector(pred["scores"], N, f"predictions[{i}]['scores']", "float")
-    if not bool(torch.isfinite(pred["scores"]).all()):
-        raise ValueError(f"predictions[{i}]['scores'] has NaN or infinite values")
     _check_vector(pred["labels"], N, f"predictions[{i}]['labels']", "int")
     _check_vector(target["labels"], K, f"targets[{i}]['labels']", "int")
     if target.get("iscrowd") is not None:
-        crowd = target["iscrowd"]
-        _check_vector(crowd, K, f"targets[{i}]['iscrowd']", "any")
-        if not bool(((crowd == 0) | (crowd == 1)).all()):
-            raise ValueError(f"targets[{i}]['iscrowd'] must be 0 or 1 (or bool)")
+        _check_vector(target["iscrowd"], K, f"targets[{i}]['iscrowd']", "any")
     if target.get("area") is not None:
         _check_vector(target["area"], K, f"targets[{i}]['area']", "float")
-        if bool((target["area"] < 0).any()):
-            raise ValueError(f"targets[{i}]['area'] must not be negative")
     if key == "masks" and N and K and pred[key].shape[1:] != target[key].shape[1:]:
         raise ValueError(f"predictions[{i}]['masks'] are {list(pred[key].shape[1:])} pixels but "
                          f"targets[{i}]['masks'] are {list(target[key].shape[1:])}; both must be "
                          "masks of the same image")
+
+
+def _first(bad: Tensor, message: str) -> None:
+    """Raise ``message`` (with {i}, {j}) for the first True of ``bad[I, N]``."""
+    if bool(bad.any()):
+        i, j = bad.nonzero()[0].tolist()
+        raise ValueError(message.format(i=i, j=j))
+
+
+def check_values(scores: Tensor, crowd: Tensor, area: Tensor) -> None:
+    """Scores finite, iscrowd 0/1, areas not negative; all Tensor[I, N], padded with valid values."""
+    _first(~torch.isfinite(scores), "predictions[{i}]['scores'][{j}] is NaN or infinite")
+    _first((crowd != 0) & (crowd != 1), "targets[{i}]['iscrowd'][{j}] must be 0 or 1 (or bool)")
+    _first(area < 0, "targets[{i}]['area'][{j}] is negative")
 
 
 def check_lists(predictions, targets) -> None:

@@ -128,15 +128,3 @@ def greedy_match(iou: Tensor, thresholds: Tensor, gt_ignore: Tensor,
     matched_ignored[image] = matched_ignored[image].scatter(-1, index, hit_ignored_c)
     return matched, matched_ignored
 
-
-def pad_ious(ious: list[Tensor], fill: float = -1.0) -> Tensor:
-    """Stack per-image IoU matrices ``Tensor[D_i, G_i]`` into ``Tensor[I, max D, max G]``,
-    padded with ``fill`` (below every threshold, so padding never matches)."""
-    I = len(ious)
-    D = max((m.shape[0] for m in ious), default=0)
-    G = max((m.shape[1] for m in ious), default=0)
-    device = ious[0].device if ious else None
-    out = torch.full((I, D, G), fill, dtype=torch.float64, device=device)
-    for i, m in enumerate(ious):  # a copy per image; the work is in greedy_match
-        out[i, : m.shape[0], : m.shape[1]] = m
-    return out

@@ -25,6 +25,14 @@ def _mean_defined(x: Tensor) -> Tensor:
     return x[defined].mean()
 
 
+def _mean_defined_per_class(x: Tensor) -> Tensor:
+    """Tensor[..., K] -> Tensor[K]: per class, the mean of the entries that are not -1, or -1."""
+    defined = x > -1
+    total = torch.where(defined, x, 0.0).flatten(0, -2).sum(0)  # [K]
+    count = defined.flatten(0, -2).sum(0)  # [K]
+    return torch.where(count > 0, total / count.clamp(min=1), -1.0)
+
+
 def summarize(result: CocoEvaluation, class_metrics: bool = False) -> dict[str, Tensor]:
     """COCO's summary of a :func:`evaluate` result, keyed as torchmetrics keys it.
 
@@ -52,12 +60,8 @@ def summarize(result: CocoEvaluation, class_metrics: bool = False) -> dict[str, 
     for name in ("small", "medium", "large"):
         out[f"mar_{name}"] = _mean_defined(r[..., area[name], last])
     if class_metrics:
-        K = len(result.classes)
-        per_class_p = p[..., area["all"], last].permute(2, 0, 1).reshape(K, -1)  # [K, T*R]
-        per_class_r = r[..., area["all"], last].T  # [K, T]
-        out["map_per_class"] = torch.stack([_mean_defined(x) for x in per_class_p]) if K else p.new_zeros(0)
-        out[f"mar_{result.max_detections[-1]}_per_class"] = (
-            torch.stack([_mean_defined(x) for x in per_class_r]) if K else r.new_zeros(0))
+        out["map_per_class"] = _mean_defined_per_class(p[..., area["all"], last].flatten(0, 1))  # [T*R, K]
+        out[f"mar_{result.max_detections[-1]}_per_class"] = _mean_defined_per_class(r[..., area["all"], last])
         out["classes"] = result.classes
     return out
 
