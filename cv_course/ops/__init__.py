@@ -43,3 +43,10 @@ from .roi_align import RoIAlign, roi_align
 from .roi_pool import RoIPool, roi_pool
 
 __all__ += ["roi_align", "RoIAlign", "roi_pool", "RoIPool", "assign_fpn_levels", "MultiScaleRoIAlign"]
+
+# Labelling and box coding for detectors (issue 9, part 1).
+from .anchors import AnchorGenerator, cell_anchors, grid_anchors
+from .box_coder import BoxCoder
+from .matcher import Matcher, sample_labels
+
+__all__ += ["BoxCoder", "Matcher", "sample_labels", "grid_anchors", "cell_anchors", "AnchorGenerator"]
