@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from ..data import DetectionScenes, detection_collate
 from ..device import one_thread
 from ..models.classifier import default_cache_dir, shapes_classifier
+from ..ops import grid_anchors
 from ..models.detection import BackboneWithFPN, FasterRCNN, FasterRCNNConfig, ShapeBackbone
 from ..train import predict
 from ..train_detection import DetectionHistory, fit_detector
@@ -111,20 +112,22 @@ def build_detector(name: str, config: FasterRCNNConfig = FasterRCNNConfig()) -> 
 def torchvision_faster_rcnn(config: FasterRCNNConfig, backbone: BackboneWithFPN) -> nn.Module:
     """torchvision's ``FasterRCNN`` with our backbone + FPN and every setting of ``config``.
 
-    Nothing is downloaded (no weights). ``min_size = max_size =`` the scene size,
-    so torchvision does not resize the images to 800 pixels. Its anchors are
-    centred on ``k * stride`` (ours follow :func:`cv_course.ops.grid_anchors`).
+    Nothing is downloaded (no weights). ``min_size = max_size = 128`` (the scene
+    size), so torchvision does not resize the images to 800 pixels. Its anchor
+    generator is swapped for one that returns our anchors
+    (:func:`cv_course.ops.grid_anchors` centres them on ``(k + 0.5) * stride``,
+    torchvision on ``k * stride``), so both detectors see the same anchors.
     """
     from torchvision.models.detection import FasterRCNN as TVFasterRCNN
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-    from torchvision.models.detection.rpn import AnchorGenerator, RPNHead
+    from torchvision.models.detection.rpn import RPNHead
     from torchvision.ops import MultiScaleRoIAlign
 
     c, levels = config, len(config.anchor_sizes)
     return TVFasterRCNN(
         backbone, None, min_size=128, max_size=128, image_mean=list(c.image_mean),
         image_std=list(c.image_std), size_divisible=c.strides[-1],
-        rpn_anchor_generator=AnchorGenerator(c.anchor_sizes, (c.aspect_ratios,) * levels),
+        rpn_anchor_generator=_same_anchors(c),
         rpn_head=RPNHead(c.fpn_channels, c.num_anchors),
         rpn_pre_nms_top_n_train=c.rpn_pre_nms_top_n[0], rpn_pre_nms_top_n_test=c.rpn_pre_nms_top_n[1],
         rpn_post_nms_top_n_train=c.rpn_post_nms_top_n[0],
@@ -141,6 +144,21 @@ def torchvision_faster_rcnn(config: FasterRCNNConfig, backbone: BackboneWithFPN)
         box_detections_per_img=c.detections_per_img, box_fg_iou_thresh=c.box_fg_iou_thresh,
         box_bg_iou_thresh=c.box_bg_iou_thresh, box_batch_size_per_image=c.box_batch_size_per_image,
         box_positive_fraction=c.box_positive_fraction, bbox_reg_weights=c.bbox_reg_weights)
+
+
+def _same_anchors(config: FasterRCNNConfig) -> nn.Module:
+    """torchvision's ``AnchorGenerator`` made to return our anchors (its type is checked)."""
+    from torchvision.models.detection.rpn import AnchorGenerator
+
+    class SameAnchors(AnchorGenerator):
+        def forward(self, image_list, feature_maps: list[Tensor]) -> list[Tensor]:
+            c = config
+            anchors = torch.cat([grid_anchors(tuple(f.shape[-2:]), s, sizes, c.aspect_ratios,
+                                              device=f.device, dtype=f.dtype)
+                                 for f, s, sizes in zip(feature_maps, c.strides, c.anchor_sizes)])
+            return [anchors] * len(image_list.image_sizes)  # [N, 4] per image
+
+    return SameAnchors(config.anchor_sizes, (config.aspect_ratios,) * len(config.anchor_sizes))
 
 
 def detection_map(predictions: list[dict], targets: list[dict]) -> dict[str, float]:

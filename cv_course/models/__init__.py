@@ -15,3 +15,8 @@ __all__ = [
 from .classifier import ClassifierConfig, ShapeClassifier, shapes_classifier  # noqa: E402
 
 __all__ += ["ClassifierConfig", "ShapeClassifier", "shapes_classifier"]
+
+# Two-stage detection (issue 9): see cv_course.models.detection.
+from .detection import FasterRCNN, FasterRCNNConfig  # noqa: E402
+
+__all__ += ["FasterRCNN", "FasterRCNNConfig"]

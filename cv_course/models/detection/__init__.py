@@ -11,10 +11,12 @@ from .backbone import ShapeBackbone
 from .config import FasterRCNNConfig
 from .faster_rcnn import FasterRCNN
 from .fpn import BackboneWithFPN, FeaturePyramidNetwork
+from .rcnn import RCNN, FastRCNN, sliding_window_proposals
 from .roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead, fastrcnn_loss
 from .rpn import RegionProposalNetwork, RPNHead
 from .transform import DetectionTransform
 
 __all__ = ["FasterRCNNConfig", "ShapeBackbone", "FeaturePyramidNetwork", "BackboneWithFPN",
            "DetectionTransform", "RPNHead", "RegionProposalNetwork", "TwoMLPHead",
-           "FastRCNNPredictor", "RoIHeads", "fastrcnn_loss", "FasterRCNN"]
+           "FastRCNNPredictor", "RoIHeads", "fastrcnn_loss", "FasterRCNN", "RCNN", "FastRCNN",
+           "sliding_window_proposals"]

@@ -154,8 +154,7 @@ class RoIHeads(nn.Module):
         rois = torch.cat(proposals)  # [R, 4]
         image = torch.repeat_interleave(torch.arange(len(proposals), device=rois.device),
                                         torch.tensor(counts, device=rois.device))  # [R]
-        boxes = self.box_coder.decode(box_regression.reshape(R * C, 4),
-                                      rois.repeat_interleave(C, dim=0)).view(R, C, 4)
+        boxes = self.box_coder.decode(box_regression, rois).view(R, C, 4)  # one box per class
         # Clip to each RoI's own image: (x, y) <= (width, height) of that image.
         hw = torch.tensor(image_sizes, device=rois.device, dtype=rois.dtype)[image]  # [R, 2]
         boxes = torch.minimum(boxes.clamp(min=0), hw.flip(1).repeat(1, 2)[:, None])  # [R, C, 4]

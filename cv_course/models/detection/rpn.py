@@ -153,18 +153,19 @@ class RegionProposalNetwork(nn.Module):
         Args:
             anchors (Tensor[N, 4]); targets: B dicts with ``boxes`` Tensor[G_i, 4].
         Returns:
-            labels Tensor[B, N] float (1 / 0 / -1) and, for each anchor, the
+            labels Tensor[B, N] int64 (1 / 0 / -1) and, for each anchor, the
             ground-truth box it matched, Tensor[B, N, 4] (zeros where none).
         """
         labels, matched = [], []
         for t in targets:  # per image: each has its own number of ground-truth boxes
             gt = t["boxes"].to(anchors)
             if gt.shape[0] == 0:  # no object: every anchor is background
-                labels.append(anchors.new_zeros(anchors.shape[0]))
+                labels.append(torch.zeros(anchors.shape[0], dtype=torch.int64,
+                                          device=anchors.device))
                 matched.append(torch.zeros_like(anchors))
                 continue
             m = self.matcher(box_iou(gt, anchors))  # [N]: gt index, -1 below, -2 between
-            labels.append(torch.where(m >= 0, 1.0, torch.where(m == -2, -1.0, 0.0)).to(anchors))
+            labels.append(torch.where(m >= 0, 1, torch.where(m == -2, -1, 0)))
             matched.append(gt[m.clamp(min=0)])  # [N, 4]
         return torch.stack(labels), torch.stack(matched)
 
@@ -183,7 +184,7 @@ class RegionProposalNetwork(nn.Module):
         sampled = pos | neg
         num_sampled = sampled.sum().clamp(min=1)
         loss_objectness = F.binary_cross_entropy_with_logits(
-            objectness[sampled], labels[sampled], reduction="sum") / num_sampled
+            objectness[sampled], labels[sampled].to(objectness), reduction="sum") / num_sampled
         b_idx, a_idx = pos.nonzero(as_tuple=True)  # positive anchors: (image, anchor)
         target = self.box_coder.encode(matched[b_idx, a_idx], anchors[a_idx])  # [P, 4]
         loss_box = F.smooth_l1_loss(deltas[b_idx, a_idx], target, beta=1 / 9,
