@@ -58,7 +58,7 @@ def draw_boxes(
     linestyle: str = "-",
     linewidth: float = 2.0,
     fill_alpha: float = 0.0,
-    fontsize: float = 8.0,
+    fontsize: float = 10.0,
 ) -> list[Rectangle]:
     """Draw boxes on ``ax``, each with an optional tag such as ``"circle 0.95"``.
 

@@ -12,16 +12,16 @@ and what to change, so the page is fixed before it is published.
 from __future__ import annotations
 
 COLUMN_PX = 760  # width of the page's text column in CSS pixels (desktop layout)
-MIN_TEXT_PX = 10.0  # smallest legible text, in CSS pixels, after scaling into the column
+MIN_TEXT_PX = 9.0  # smallest legible text, in CSS pixels, after scaling into the column
 
 BOOK_RC = {
     "figure.dpi": 100,  # 1 inch = 100 CSS pixels on the page (before scaling into the column)
-    "font.size": 11,
+    "font.size": 12,
     "axes.titlesize": 12,
-    "axes.labelsize": 11,
-    "xtick.labelsize": 10,
-    "ytick.labelsize": 10,
-    "legend.fontsize": 10,
+    "axes.labelsize": 12,
+    "xtick.labelsize": 11,
+    "ytick.labelsize": 11,
+    "legend.fontsize": 11,
     "figure.titlesize": 13,
     "svg.fonttype": "path",  # SVG text as outlines: identical in every browser
 }
@@ -65,12 +65,23 @@ def smallest_text_px(fig, column_px: float = COLUMN_PX) -> tuple[float, str]:
     return min(sizes, default=(float("inf"), ""))
 
 
+def overlapping_labels(fig) -> list[tuple[str, str]]:
+    """Pairs of boxed text labels (text drawn with a ``bbox``) that overlap on the canvas."""
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)  # lay out the figure so that the boxes have their final extents
+    boxes = [(t.get_text(), t.get_bbox_patch().get_window_extent(renderer))
+             for t in _drawn_texts(fig) if t.get_bbox_patch() is not None]
+    return [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:]
+            if box_a.overlaps(box_b)]
+
+
 def glue_figure(name: str, fig=None, min_text_px: float = MIN_TEXT_PX) -> None:
     """Show ``fig`` (default: the current figure) and glue it as ``name`` for a ``{glue:figure}``.
 
     Raises:
         ValueError: if the smallest text would be under ``min_text_px`` CSS pixels in
-            the page's column; make the figure narrower or the text larger.
+            the page's column (make the figure narrower or the text larger), or if
+            two boxed labels overlap (move them apart or make them smaller).
     """
     import matplotlib.pyplot as plt
     from myst_nb import glue
@@ -83,5 +94,8 @@ def glue_figure(name: str, fig=None, min_text_px: float = MIN_TEXT_PX) -> None:
             f"figure {name!r}: text {text[:40]!r} would be {px:.1f} px tall in the "
             f"{COLUMN_PX} px column (at least {min_text_px:g} px is legible); the figure is "
             f"{w:g} x {h:g} in: make it narrower or its fonts larger")
+    clashes = overlapping_labels(fig)
+    if clashes:
+        raise ValueError(f"figure {name!r}: boxed labels overlap: {clashes[:3]}; move them apart")
     glue(name, fig, display=True)  # shown here and pasted, numbered, where the chapter says
     plt.close(fig)  # not shown a second time at the end of the cell
