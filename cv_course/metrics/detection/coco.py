@@ -139,9 +139,10 @@ def evaluate(predictions: list[dict], targets: list[dict], iou_type: str = "bbox
     gt_label = pad([t["labels"].long() for t in targets])  # [I, G]
     crowd = pad([t["iscrowd"] if t.get("iscrowd") is not None else t["labels"].new_zeros(len(t["labels"]))
                  for t in targets])  # [I, G]
-    area = pad([t["area"].double() if t.get("area") is not None else t["labels"].double().fill_(-1)
-                for t in targets], -1)  # [I, G], -1: not given
-    check_values(score, crowd, torch.where(area == -1, 0.0, area))
+    has_area = torch.tensor([t.get("area") is not None for t in targets], device=device)  # [I]
+    area = pad([t["area"].double() if t.get("area") is not None else t["labels"].double().fill_(0)
+                for t in targets])  # [I, G]
+    check_values(score, crowd, area)
     crowd = crowd.bool()
     I, N, G = score.shape[0], score.shape[1], gt_label.shape[1]
     n_det = torch.tensor([len(p["labels"]) for p in predictions], device=device)  # [I]
@@ -152,7 +153,7 @@ def evaluate(predictions: list[dict], targets: list[dict], iou_type: str = "bbox
     # 1. The per-type part: IoU of every (detection, ground truth) pair, and areas.
     iou, det_area, gt_area = region.geometry([p[region.key].to(device) for p in predictions],
                                              [t[region.key].to(device) for t in targets], crowd)
-    gt_area = torch.where(area == -1, gt_area, area)  # COCO uses the annotation's area if given
+    gt_area = torch.where(has_area[:, None], area, gt_area)  # COCO uses the annotation's area if given
 
     # 2. Sort by class and score, keep max(max_dets) per image and class, match.
     index, kept, rank = _sort_and_cap(score, label, real_det, max_dets[-1])  # [I, D] each

@@ -67,7 +67,7 @@ def check_values(scores: Tensor, crowd: Tensor, area: Tensor) -> None:
     """Scores finite, iscrowd 0/1, areas not negative; all Tensor[I, N], padded with valid values."""
     _first(~torch.isfinite(scores), "predictions[{i}]['scores'][{j}] is NaN or infinite")
     _first((crowd != 0) & (crowd != 1), "targets[{i}]['iscrowd'][{j}] must be 0 or 1 (or bool)")
-    _first(area < 0, "targets[{i}]['area'][{j}] is negative")
+    _first(~(area >= 0), "targets[{i}]['area'][{j}] is negative or NaN")
 
 
 def check_lists(predictions, targets) -> None:

@@ -39,7 +39,8 @@ def summarize(result: CocoEvaluation, class_metrics: bool = False) -> dict[str, 
     Returns:
         dict[str, Tensor[]]: ``map``, ``map_50``, ``map_75``, ``map_small``, ``map_medium``,
         ``map_large``, ``mar_{m}`` for each maximum number of detections m, ``mar_small``,
-        ``mar_medium``, ``mar_large`` (float64, -1 where undefined). With ``class_metrics``
+        ``mar_medium``, ``mar_large`` (float64, -1 where undefined); all but ``mar_{m}`` use the
+        largest m (COCO's ``summarize`` hard-codes 100 for ``map``). With ``class_metrics``
         also ``map_per_class`` and ``mar_{max m}_per_class`` (Tensor[K]) and ``classes`` (Tensor[K]).
     """
     p, r = result.precision, result.recall  # [T, R, K, A, M], [T, K, A, M]
