@@ -122,23 +122,24 @@ def _check_curve(precision: Tensor, recall: Tensor) -> None:
                          "as precision_recall returns them")
 
 
-def interpolated_precision(precision: Tensor, recall: Tensor, points: Tensor) -> Tensor:
+def interpolate(precision: Tensor, recall: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
     """Best precision at a recall of at least each point: ``max(precision[recall >= r])``, 0 if none.
 
     Args:
         precision, recall (Tensor[..., D]): curves, recall non-decreasing along the last dimension.
         points (Tensor[..., R]): recall levels (same leading dimensions).
     Returns:
-        Tensor[..., R]: interpolated precision, as COCO's ``accumulate`` reads it off.
+        value (Tensor[..., R]): interpolated precision, as COCO's ``accumulate`` reads it off.
+        first (Tensor[..., R]): index of the first point with recall >= r (D if none).
     """
     D = precision.shape[-1]
+    first = torch.searchsorted(recall.contiguous(), points.contiguous(), side="left")  # [..., R]
     if D == 0:
-        return torch.zeros(points.shape, dtype=precision.dtype, device=precision.device)
+        return torch.zeros(points.shape, dtype=precision.dtype, device=precision.device), first
     # The interpolated curve: running maximum from the right (never rises with recall).
     envelope = precision.flip(-1).cummax(-1).values.flip(-1)  # [..., D]
-    first = torch.searchsorted(recall.contiguous(), points.contiguous(), side="left")  # [..., R]
     value = envelope.gather(-1, first.clamp(max=D - 1))  # [..., R]
-    return torch.where(first < D, value, torch.zeros_like(value))  # recall never reached: 0
+    return torch.where(first < D, value, 0.0), first  # a recall never reached: 0
 
 
 def average_precision(precision: Tensor, recall: Tensor, method: str = "coco") -> Tensor:
@@ -169,4 +170,4 @@ def average_precision(precision: Tensor, recall: Tensor, method: str = "coco") -
         # i / 10 exactly, as the VOC devkit's 0:0.1:1 in MATLAB (np.arange(0, 1.1, 0.1)
         # would give 0.30000000000000004, missing a recall of exactly 0.3).
         points = torch.arange(11, dtype=torch.float64, device=recall.device).div(10).to(recall.dtype)
-    return interpolated_precision(precision, recall, points).mean()
+    return interpolate(precision, recall, points)[0].mean()

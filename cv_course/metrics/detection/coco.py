@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
-from .ap import coco_linspace, interpolated_precision
+from ...ops.boxes import _safe_div
+from .ap import coco_linspace, interpolate
 from .inputs import check_image, check_lists, check_values
 from .matching import greedy_match
 from .regions import region_type
@@ -181,8 +182,20 @@ def evaluate(predictions: list[dict], targets: list[dict], iou_type: str = "bbox
                        num_gt, classes, iou_thr, rec_thr, max_dets)
 
 
+def _at(values: Tensor, first: Tensor) -> Tensor:
+    """``values[first]`` where ``first < len(values)``, else 0 (a recall level never reached)."""
+    n = values.numel()
+    if n == 0:
+        return torch.zeros(first.shape, dtype=values.dtype, device=values.device)
+    return torch.where(first < n, values[first.clamp(max=n - 1)], 0.0)
+
+
 def _accumulate(score, k_of_det, rank, tp, fp, num_gt, classes, iou_thr, rec_thr, max_dets):
-    """Precision-recall curves per (class, area range, max detections, threshold)."""
+    """Precision-recall curves per (class, area range, max detections, threshold).
+
+    Args: per detection, ``score``, class index ``k_of_det``, ``rank`` within its image and
+    class (all Tensor[N]), ``tp`` and ``fp`` (Tensor[N, A, T] bool); ``num_gt`` (Tensor[K, A]).
+    """
     T, R, K, A, M = len(iou_thr), len(rec_thr), len(classes), num_gt.shape[1], len(max_dets)
     device = score.device
     precision = torch.full((T, R, K, A, M), -1.0, dtype=torch.float64, device=device)
@@ -193,28 +206,21 @@ def _accumulate(score, k_of_det, rank, tp, fp, num_gt, classes, iou_thr, rec_thr
     order = torch.sort(score, descending=True, stable=True).indices
     order = order[torch.sort(k_of_det[order], stable=True).indices]  # [N]
     ends = torch.bincount(k_of_det, minlength=K).cumsum(0).tolist()  # [K] end of each class
-    levels = rec_thr.expand(A, T, R)  # [A, T, R]
+    tp, fp = tp.permute(1, 2, 0).contiguous(), fp.permute(1, 2, 0).contiguous()  # [A, T, N]
+    levels = rec_thr.expand(A, T, R).contiguous()  # [A, T, R]
     for k in range(K):  # each class has its own curves; everything inside is batched
-        ok = num_gt[k] > 0  # [A]
+        undefined = (num_gt[k] == 0)[:, None, None]  # [A, 1, 1] no ground truth in this range
         in_class = order[(ends[k - 1] if k else 0): ends[k]]
         for m, max_det in enumerate(max_dets):
             idx = in_class[rank[in_class] < max_det]  # [n] detections scored with this cap
-            n = idx.numel()
-            tp_sum = tp[idx].permute(1, 2, 0).double().cumsum(-1)  # [A, T, n]
-            fp_sum = fp[idx].permute(1, 2, 0).double().cumsum(-1)  # [A, T, n]
+            tp_sum = tp[:, :, idx].cumsum(-1, dtype=torch.float64)  # [A, T, n]
+            fp_sum = fp[:, :, idx].cumsum(-1, dtype=torch.float64)  # [A, T, n]
             rc = tp_sum / num_gt[k].clamp(min=1)[:, None, None]  # [A, T, n]
-            seen = tp_sum + fp_sum  # 0 while only ignored detections have been seen
-            pr = torch.where(seen > 0, tp_sum / seen.clamp(min=1), torch.zeros_like(seen))
-            q = interpolated_precision(pr, rc, levels)  # [A, T, R]
-            first = torch.searchsorted(rc.contiguous(), levels.contiguous(), side="left")  # [A, T, R]
-            if n:
-                at = score[idx][first.clamp(max=n - 1)]  # [A, T, R]
-                ss = torch.where(first < n, at, torch.zeros_like(at))
-                last = rc[..., -1]  # [A, T]
-            else:
-                ss, last = torch.zeros_like(q), torch.zeros(A, T, dtype=torch.float64, device=device)
-            precision[:, :, k, :, m] = torch.where(ok[:, None, None], q, -1.0).permute(1, 2, 0)
-            scores[:, :, k, :, m] = torch.where(ok[:, None, None], ss, -1.0).permute(1, 2, 0)
-            recall[:, k, :, m] = torch.where(ok[:, None], last, -1.0).T
+            pr = _safe_div(tp_sum, tp_sum + fp_sum)  # [A, T, n], 0 while only ignored ones were seen
+            q, first = interpolate(pr, rc, levels)  # [A, T, R] each
+            last = rc[..., -1] if idx.numel() else torch.zeros(A, T, dtype=torch.float64, device=device)
+            precision[:, :, k, :, m] = q.masked_fill(undefined, -1.0).permute(1, 2, 0)
+            scores[:, :, k, :, m] = _at(score[idx], first).masked_fill(undefined, -1.0).permute(1, 2, 0)
+            recall[:, k, :, m] = last.masked_fill(undefined[..., 0], -1.0).T
     return CocoEvaluation(precision, recall, scores, iou_thr, rec_thr, classes,
                           tuple(AREA_RANGES), tuple(max_dets))

@@ -99,12 +99,14 @@ def greedy_match(iou: Tensor, thresholds: Tensor, gt_ignore: Tensor,
     counts = count.tolist()  # one host sync; the loop bounds below need plain ints
     Dc = counts[0] if counts else 0
     slot = slot[image, :Dc]  # [I, Dc]
-    iou_c = iou[image].gather(1, slot[:, :, None].expand(I, Dc, G))  # [I, Dc, G]
-    ignore = gt_ignore[image][:, :, None, :]  # [I, A, 1, G]
-    crowd = gt_crowd[image][:, None, None, :]  # [I, 1, 1, G]
+    # G is reversed once here, so that argmax (which returns the first of equal values)
+    # picks the *last* ground truth of equal IoU, as COCO's loop does.
+    iou_c = iou[image].gather(1, slot[:, :, None].expand(I, Dc, G)).flip(-1)  # [I, Dc, G]
+    ignore = gt_ignore[image][:, :, None, :].flip(-1)  # [I, A, 1, G]
+    crowd = gt_crowd[image][:, None, None, :].flip(-1)  # [I, 1, 1, G]
 
     taken = torch.zeros(I, A, T, G, dtype=torch.bool, device=iou.device)
-    hit_c = torch.zeros(I, A, T, Dc, dtype=torch.bool, device=iou.device)
+    hit_c = torch.zeros(Dc, I, A, T, dtype=torch.bool, device=iou.device)
     hit_ignored_c = torch.zeros_like(hit_c)
     gt_index = torch.arange(G, device=iou.device)
     n = I
@@ -114,17 +116,17 @@ def greedy_match(iou: Tensor, thresholds: Tensor, gt_ignore: Tensor,
         iou_d = iou_c[:n, d][:, None, None, :]  # [n, 1, 1, G]
         free = (iou_d >= thr[:, None]) & (crowd[:n] | ~taken[:n])  # [n, A, T, G]
         counted = free & ~ignore[:n]  # [n, A, T, G]
-        usable = torch.where(counted.any(-1, keepdim=True), counted, free)  # [n, A, T, G]
-        best = torch.where(usable, iou_d, -1.0).flip(-1).argmax(-1)  # [n, A, T], from the end:
-        best = G - 1 - best  # on equal IoU the later ground truth wins, as in COCO's loop
-        hit = usable.any(-1)  # [n, A, T]
+        has_counted = counted.any(-1)  # [n, A, T]: if so, ignored ground truths are not tried
+        usable = torch.where(has_counted[..., None], counted, free)  # [n, A, T, G]
+        best = torch.where(usable, iou_d, -1.0).argmax(-1)  # [n, A, T]
+        hit = has_counted | free.any(-1)  # [n, A, T]
         taken[:n] |= (gt_index == best[..., None]) & hit[..., None]  # [n, A, T, G]
-        hit_c[:n, :, :, d] = hit
-        hit_ignored_c[:n, :, :, d] = hit & ignore[:n].expand(-1, -1, T, -1).gather(-1, best[..., None])[..., 0]
+        hit_c[d, :n] = hit
+        hit_ignored_c[d, :n] = hit & ~has_counted
 
     # Back to the caller's images and detection positions.
     index = slot[:, None, None, :].expand(I, A, T, Dc)  # [I, A, T, Dc]
-    matched[image] = matched[image].scatter(-1, index, hit_c)
-    matched_ignored[image] = matched_ignored[image].scatter(-1, index, hit_ignored_c)
+    matched[image] = matched[image].scatter(-1, index, hit_c.permute(1, 2, 3, 0))
+    matched_ignored[image] = matched_ignored[image].scatter(-1, index, hit_ignored_c.permute(1, 2, 3, 0))
     return matched, matched_ignored
 
