@@ -109,10 +109,11 @@ def build_detector(name: str, config: FasterRCNNConfig = FasterRCNNConfig()) -> 
     raise ValueError(f"unknown detector {name!r}; choose from {MODEL_NAMES}")
 
 
-def torchvision_faster_rcnn(config: FasterRCNNConfig, backbone: BackboneWithFPN) -> nn.Module:
+def torchvision_faster_rcnn(config: FasterRCNNConfig, backbone: BackboneWithFPN,
+                            image_size: int = 128) -> nn.Module:
     """torchvision's ``FasterRCNN`` with our backbone + FPN and every setting of ``config``.
 
-    Nothing is downloaded (no weights). ``min_size = max_size = 128`` (the scene
+    Nothing is downloaded (no weights). ``min_size = max_size = image_size`` (the scene
     size), so torchvision does not resize the images to 800 pixels. Its anchor
     generator is swapped for one that returns our anchors
     (:func:`cv_course.ops.grid_anchors` centres them on ``(k + 0.5) * stride``,
@@ -125,7 +126,7 @@ def torchvision_faster_rcnn(config: FasterRCNNConfig, backbone: BackboneWithFPN)
 
     c, levels = config, len(config.anchor_sizes)
     return TVFasterRCNN(
-        backbone, None, min_size=128, max_size=128, image_mean=list(c.image_mean),
+        backbone, None, min_size=image_size, max_size=image_size, image_mean=list(c.image_mean),
         image_std=list(c.image_std), size_divisible=c.strides[-1],
         rpn_anchor_generator=_same_anchors(c),
         rpn_head=RPNHead(c.fpn_channels, c.num_anchors),

@@ -138,8 +138,11 @@ class RoIHeads(nn.Module):
             rois.append(props[keep])
             labels.append(lab[keep])
             matched.append(box[keep])
-        regression_targets = self.box_coder.encode(torch.cat(matched), torch.cat(rois))
-        return rois, torch.cat(labels), regression_targets
+        labels, matched, all_rois = torch.cat(labels), torch.cat(matched), torch.cat(rois)
+        fg = labels > 0  # only foreground RoIs have a box to regress to
+        regression_targets = torch.zeros_like(all_rois)  # [S, 4]
+        regression_targets[fg] = self.box_coder.encode(matched[fg], all_rois[fg])
+        return rois, labels, regression_targets
 
     def postprocess(self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor],
                     image_sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
