@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -31,12 +32,25 @@ def nbgrader(course: Path, *args: str, timeout: int = 1800) -> str:
     return done.stdout + done.stderr
 
 
-def make_course(tmp: Path, assignment: str) -> Path:
-    """A course directory with the repository's config and one source assignment,
-    released with `nbgrader generate_assignment` (database included)."""
+# What an instructor's own course directory might hold: nbgrader's defaults (plain
+# Execute, no tamper scan) with the course's folders.
+PLAIN_CONFIG = """c = get_config()
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "assignments"
+c.Execute.timeout = 180
+"""
+
+
+def make_course(tmp: Path, assignment: str, config: str | None = None) -> Path:
+    """A course directory with the repository's config (or the text ``config``) and
+    one source assignment, released with `nbgrader generate_assignment` (database
+    included)."""
     course = tmp / "course"
     shutil.copytree(REPO / "solutions" / assignment, course / "solutions" / assignment)
-    shutil.copy(REPO / "nbgrader_config.py", course / "nbgrader_config.py")
+    if config is None:
+        shutil.copy(REPO / "nbgrader_config.py", course / "nbgrader_config.py")
+    else:
+        (course / "nbgrader_config.py").write_text(config)
     nbgrader(course, "generate_assignment", assignment, "--force")
     return course
 
@@ -68,9 +82,20 @@ def submit(course: Path, assignment: str, student: str, answers: dict[str, str],
         nbformat.write(nb, out)
 
 
+def autograde_each(course: Path, assignment: str) -> dict[str, float]:
+    """Autograde every submission, one nbgrader run each; student -> seconds."""
+    seconds = {}
+    for folder in sorted((course / "submitted").iterdir()):
+        start = time.perf_counter()
+        nbgrader(course, "autograde", assignment, "--student", folder.name, "--force")
+        seconds[folder.name] = time.perf_counter() - start
+    print(f"{assignment}: autograde seconds per submission:", {k: round(v, 1) for k, v in seconds.items()})
+    return seconds
+
+
 def autograde_and_export(course: Path, assignment: str) -> dict[str, float]:
-    """Autograde every submission, export grades; student -> score."""
-    nbgrader(course, "autograde", assignment, "--force")
+    """Autograde every submission (timing each), export grades; student -> score."""
+    autograde_each(course, assignment)
     nbgrader(course, "export", "--to", "grades.csv")
     with open(course / "grades.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["assignment"] == assignment]

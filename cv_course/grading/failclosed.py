@@ -44,7 +44,7 @@ def require_course_scan() -> None:
     without the course's tamper scan; do nothing otherwise."""
     if os.environ.get("NBGRADER_EXECUTION") == "autograde" and os.environ.get(MARKER) != "1":
         raise ScanNotConfigured(
-            "Not graded: this hidden check ran under nbgrader autograde without the course's tamper "
+            "Not graded: this check ran under nbgrader autograde without the course's tamper "
             "scan, so it awards no points. In the course's nbgrader_config.py, put "
             "cv_course.grading.tamper.TamperScan in place of nbgrader's Execute in "
             "c.Autograde.autograde_preprocessors (the repository's nbgrader_config.py shows how; the "

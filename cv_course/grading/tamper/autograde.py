@@ -39,9 +39,10 @@ def _marked():
 
 def withheld_message(exercise) -> str:
     listing = "\n".join(f"  - {f}" for f in exercise.findings)
+    cells = "That cell was" if len({f.cell for f in exercise.findings}) == 1 else "Those cells were"
     return (f"Autograding of {exercise.name} withheld: the tamper scan found code that could change how it "
-            f"is graded:\n{listing}\nThose cells were not run while grading (an exercise that uses what "
-            "they define fails too). Remove that code (no exercise needs it; the notebook's last cell, "
+            f"is graded:\n{listing}\n{cells} not run while grading (an exercise that uses what they define "
+            "fails too). Remove that code (no exercise needs it; the notebook's last cell, "
             "\"Before you submit\", runs the same scan), or ask an instructor to review the submission.")
 
 
@@ -68,7 +69,7 @@ class TamperScan(Execute):
         for exercise in held:
             message = withheld_message(exercise)
             self.log.warning("Tamper scan: %s", message)
-            for index in exercise.tests:
-                nb.cells[index].outputs.append(new_output(
+            for index in exercise.tests:  # the reason first, then what the check said
+                nb.cells[index].outputs.insert(0, new_output(
                     "error", ename="GradingIntegrityError", evalue=message, traceback=[message]))
         return nb, resources
