@@ -1,8 +1,10 @@
 """Checks for assignment 02 (comparing boxes): ``box_iou`` and ``nms``.
 
-Visible checks use the lecture's worked examples and say exactly what was
-expected. Hidden checks draw fresh random and edge-case inputs at every run and
-compare with the ``cv_course.ops`` reference on the student's device.
+Visible checks use the lecture's worked examples and a small twin of every kind
+of hidden case (empty inputs, zero-area boxes, float64, tied scores, an IoU
+exactly at the threshold), and say exactly what was expected. Hidden checks draw
+fresh random and edge-case inputs at every run and compare with the
+``cv_course.ops`` reference on the student's device.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ from torch import Tensor
 
 from ..ops import box_iou as _reference_box_iou  # bound at import, before any student code
 from ..ops import nms as _reference_nms
-from .checks import call_student, check_close, check_tensor, fail, fresh_generator
-from .failclosed import hidden_check
-from .guard import Forbidden
+from . import policy
+from .exercise import Case, Exercise, close, kept_indices
 
-FORBIDDEN = Forbidden(modules=("cv_course.ops", "torchvision.ops"), ops=("torchvision::",))
+FORBIDDEN = policy.course_code() + policy.TORCHVISION
 
 
 def random_boxes(n: int, gen: torch.Generator, *, dtype=torch.float32, device="cpu",
@@ -40,67 +41,65 @@ def random_boxes(n: int, gen: torch.Generator, *, dtype=torch.float32, device="c
     return torch.cat([lo, hi], dim=1).to(dtype=dtype, device=device)
 
 
-def _tol(dtype: torch.dtype) -> dict:
-    return dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-12)
+def exact_threshold_scene(groups: int, thr: float, gen: torch.Generator, *, dtype=torch.float32,
+                          device="cpu") -> tuple[Tensor, Tensor]:
+    """Far-apart groups of three integer boxes, each shifted along x from the last
+    so that neighbours have an IoU of exactly ``thr`` (0.5 or 0.25; integers keep
+    the arithmetic exact): an NMS that suppresses at IoU == thr keeps fewer.
+    Returns (boxes [3 * groups, 4], scores [3 * groups], distinct)."""
+    w_per_d = {0.5: 3, 0.25: 5 / 3}[thr]  # (w - d) / (w + d) = thr for equal boxes shifted by d
+    d = 3 * torch.randint(1, 6, (groups, 1), generator=gen, dtype=torch.float64)  # [G, 1]
+    w, h = w_per_d * d, torch.randint(4, 30, (groups, 1), generator=gen).double()  # [G, 1]
+    x0 = 200.0 * torch.arange(groups, dtype=torch.float64)[:, None] + d * torch.arange(3)  # [G, 3]
+    y0 = torch.randint(0, 50, (groups, 1), generator=gen).double().expand(groups, 3)
+    boxes = torch.stack([x0, y0, x0 + w, y0 + h], dim=-1).reshape(-1, 4)  # [3G, 4]
+    scores = torch.randperm(3 * groups, generator=gen).double() / (3 * groups)
+    return boxes.to(dtype=dtype, device=device), scores.to(dtype=dtype, device=device)
 
 
 # --------------------------------------------------------------------- box_iou
-def _check_iou_case(box_iou, b1: Tensor, b2: Tensor, case: str, show: bool) -> None:
-    out = call_student(box_iou, (b1, b2), FORBIDDEN, "box_iou", case)
-    check_tensor(out, "box_iou", shape=(len(b1), len(b2)), dtype=b1.dtype, device=b1.device, case=case)
-    expected = _reference_box_iou(b1, b2)  # computed after the call, never visible to it
-    check_close(out, expected, "box_iou", case=case, show=show, **_tol(b1.dtype))
+def _iou_visible(gen, device):
+    t = lambda rows, dtype=torch.float32: torch.tensor(rows, dtype=dtype, device=device)  # noqa: E731
+    yield Case("(10,10,50,50) vs (30,30,70,70), IoU 400/2800 = 0.143",
+               (t([[10, 10, 50, 50]]), t([[30, 30, 70, 70]])), show=True)
+    yield Case("(0,0,10,10) vs (1,1,11,11), IoU 81/119 = 0.681", (t([[0, 0, 10, 10]]), t([[1, 1, 11, 11]])),
+               show=True)
+    yield Case("3 boxes vs 2 boxes (shape [3, 2])", (t([[0, 0, 10, 10], [0, 0, 5, 5], [20, 20, 30, 30]]),
+                                                     t([[0, 0, 10, 10], [5, 5, 15, 15]])), show=True)
+    yield Case("(0,0,4,4) vs (2,0,6,4) in float64: IoU 8/24 = 0.333, a float64 result",
+               (t([[0, 0, 4, 4]], torch.float64), t([[2, 0, 6, 4]], torch.float64)), ("float64",), show=True)
+    flat = t([[3, 3, 3, 8], [0, 0, 6, 6]])  # a zero-width box and a normal one
+    yield Case("a zero-width box (3,3,3,8) against itself and (0,0,6,6): IoU 0, not NaN", (flat, flat),
+               ("zero-area",), show=True)
+    yield Case("an empty first input (shape [0, 4]) against 2 boxes: shape [0, 2]",
+               (t([[0, 0, 1, 1]])[:0], flat), ("empty",), show=True)
+    yield Case("2 boxes against an empty second input: shape [2, 0]", (flat, t([[0, 0, 1, 1]])[:0]),
+               ("empty",), show=True)
+    yield Case("(1000,2000,5000,6000) vs (3000,2000,7000,6000): large coordinates, IoU 1/3",
+               (t([[1000, 2000, 5000, 6000]]), t([[3000, 2000, 7000, 6000]])), ("large",), show=True)
 
 
-def check_box_iou_visible(box_iou, device) -> None:
-    """The lecture's two worked examples, a shape check and the corner cases."""
-    t = lambda rows: torch.tensor(rows, dtype=torch.float32, device=device)  # noqa: E731
-    _check_iou_case(box_iou, t([[10, 10, 50, 50]]), t([[30, 30, 70, 70]]),
-                    "(10,10,50,50) vs (30,30,70,70), IoU 400/2800 = 0.143", show=True)
-    _check_iou_case(box_iou, t([[0, 0, 10, 10]]), t([[1, 1, 11, 11]]),
-                    "(0,0,10,10) vs (1,1,11,11), IoU 81/119 = 0.681", show=True)
-    _check_iou_case(box_iou, t([[0, 0, 10, 10], [0, 0, 5, 5], [20, 20, 30, 30]]),
-                    t([[0, 0, 10, 10], [5, 5, 15, 15]]), "3 boxes vs 2 boxes (shape [3, 2])", show=True)
-    print("box_iou: visible checks passed")
-
-
-@hidden_check  # no points under autograde without the course's tamper scan
-def check_box_iou_hidden(box_iou, device) -> None:
-    """Fresh random inputs and edge cases, compared with the reference."""
-    gen = fresh_generator()
+def _iou_hidden(gen, device):
     for dtype in (torch.float32, torch.float64):
-        name = str(dtype).replace("torch.", "")
         b1 = random_boxes(37, gen, dtype=dtype, device=device)
         b2 = random_boxes(23, gen, dtype=dtype, device=device, clustered=True)
-        _check_iou_case(box_iou, b1, b2, f"37 x 23 random boxes, {name}", show=False)
+        tags = ("float64",) if dtype == torch.float64 else ()
+        yield Case(f"37 x 23 random boxes, {str(dtype)[6:]}", (b1, b2), tags)
     big = random_boxes(12, gen, device=device, scale=1e4)
-    _check_iou_case(box_iou, big, big, "large coordinates (up to 10,000 px)", show=False)
+    yield Case("large coordinates (up to 10,000 px)", (big, big), ("large",))
     flat = random_boxes(9, gen, device=device)
     flat[::2, 2] = flat[::2, 0]  # zero-width boxes: IoU must be 0, not NaN
-    _check_iou_case(box_iou, flat, flat, "zero-area boxes (IoU must be 0, not NaN)", show=False)
+    yield Case("zero-area boxes (IoU must be 0, not NaN)", (flat, flat), ("zero-area",))
     empty = torch.zeros(0, 4, device=device)
-    _check_iou_case(box_iou, empty, flat, "an empty first input (shape [0, 4])", show=False)
-    _check_iou_case(box_iou, flat, empty, "an empty second input (shape [0, 4])", show=False)
-    print("box_iou: hidden checks passed")
+    yield Case("an empty first input (shape [0, 4])", (empty, flat), ("empty",))
+    yield Case("an empty second input (shape [0, 4])", (flat, empty), ("empty",))
+
+
+BOX_IOU = Exercise("box_iou", _reference_box_iou, FORBIDDEN, _iou_visible, _iou_hidden, close("arithmetic"))
+check_box_iou_visible, check_box_iou_hidden = BOX_IOU.checks()
 
 
 # ------------------------------------------------------------------------- nms
-def _check_nms_case(nms, boxes: Tensor, scores: Tensor, thr: float, case: str, show: bool) -> None:
-    out = call_student(nms, (boxes, scores, thr), FORBIDDEN, "nms", case)
-    check_tensor(out, "nms", dtype=torch.int64, device=boxes.device, case=case)
-    if out.dim() != 1:
-        fail(f"nms must return a 1-D tensor of indices, got shape {list(out.shape)} on {case}")
-    expected = _reference_nms(boxes, scores, thr)
-    if not torch.equal(out, expected):
-        if show:
-            fail(f"nms kept the wrong boxes on {case}.\nexpected indices: {expected.tolist()}\n"
-                 f"got: {out.tolist()}")
-        hint = ("the right boxes in the wrong order (sort by decreasing score)"
-                if sorted(out.tolist()) == sorted(expected.tolist())
-                else f"{len(out)} boxes where {len(expected)} should be kept")
-        fail(f"nms kept the wrong boxes on {case}: {hint}")
-
-
 def abc_example(device="cpu", dtype=torch.float32) -> tuple[Tensor, Tensor]:
     """The lecture's NMS example: A (0.95); B (0.88), IoU 0.72 with A; C (0.60),
     IoU 0.15 with A. Boxes are 100 x 100, shifted along x."""
@@ -112,37 +111,55 @@ def abc_example(device="cpu", dtype=torch.float32) -> tuple[Tensor, Tensor]:
     return boxes, scores
 
 
-def check_nms_visible(nms, device) -> None:
-    """The A/B/C example, output format, and the threshold's direction."""
+def _nms_visible(gen, device):
     boxes, scores = abc_example(device)
-    _check_nms_case(nms, boxes, scores, 0.5, "the A/B/C example at threshold 0.5 (keeps A and C)", True)
-    _check_nms_case(nms, boxes, scores, 0.8, "the A/B/C example at threshold 0.8 (keeps all three)", True)
+    yield Case("the A/B/C example at threshold 0.5 (keeps A and C)", (boxes, scores, 0.5), show=True)
+    yield Case("the A/B/C example at threshold 0.8 (keeps all three)", (boxes, scores, 0.8), show=True)
     order = torch.tensor([1, 2, 0], device=device)  # same boxes, shuffled: indices refer to the input
-    _check_nms_case(nms, boxes[order], scores[order], 0.5,
-                    "the A/B/C example shuffled (indices refer to the input order)", True)
-    print("nms: visible checks passed")
+    yield Case("the A/B/C example shuffled (indices refer to the input order)",
+               (boxes[order], scores[order], 0.5), show=True)
+    b64, s64 = abc_example(device, torch.float64)
+    yield Case("the A/B/C example in float64 at threshold 0.7", (b64, s64, 0.7), ("float64",), show=True)
+    t = lambda rows: torch.tensor(rows, dtype=torch.float32, device=device)  # noqa: E731
+    yield Case("(0,0,30,10) score 0.9 and (10,0,40,10) score 0.8: IoU exactly 0.5 at threshold 0.5, "
+               "both kept (remove only IoU > threshold)", (t([[0, 0, 30, 10], [10, 0, 40, 10]]), t([0.9, 0.8]), 0.5),
+               ("exact-threshold",), show=True)
+    tied = t([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60], [0, 1, 10, 11]])
+    yield Case("tied scores [0.5, 0.7, 0.5, 0.7]: equal scores are ranked in index order (1, 3, 0, 2)",
+               (tied, t([0.5, 0.7, 0.5, 0.7]), 0.5), ("ties",), show=True)
+    yield Case("a single box", (t([[5, 5, 9, 9]]), t([0.3]), 0.5), ("single",), show=True)
+    yield Case("three identical boxes (scores 0.2, 0.9, 0.4): only the best stays",
+               (t([[1, 2, 3, 4]] * 3), t([0.2, 0.9, 0.4]), 0.5), ("identical",), show=True)
+    yield Case("no boxes (shape [0, 4]): an empty int64 tensor", (t([[0, 0, 1, 1]])[:0], t([0.0])[:0], 0.5),
+               ("empty",), show=True)
+    crowd = random_boxes(12, gen, device=device, clustered=True)
+    yield Case("12 crowded boxes at threshold 0.3", (crowd, torch.rand(12, generator=gen).to(device), 0.3),
+               ("crowded",), show=True)
 
 
-@hidden_check  # no points under autograde without the course's tamper scan
-def check_nms_hidden(nms, device) -> None:
-    """Fresh random scenes (scattered and crowded), several thresholds, dtypes,
-    tied scores and the degenerate cases."""
-    gen = fresh_generator()
-    cases = []
+def _nms_hidden(gen, device):
     for n, clustered, thr, dtype in [(150, False, 0.5, torch.float32), (200, True, 0.5, torch.float32),
                                      (120, True, 0.3, torch.float64), (120, True, 0.7, torch.float32)]:
         boxes = random_boxes(n, gen, dtype=dtype, device=device, clustered=clustered)
         scores = torch.rand(n, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
         kind = "crowded" if clustered else "scattered"
-        cases.append((boxes, scores, thr, f"{n} {kind} boxes, threshold {thr}, {str(dtype)[6:]}"))
+        tags = ("crowded",) * clustered + ("float64",) * (dtype == torch.float64)
+        yield Case(f"{n} {kind} boxes, threshold {thr}, {str(dtype)[6:]}", (boxes, scores, thr), tags)
     boxes = random_boxes(60, gen, device=device, clustered=True)
     tied = (torch.rand(60, generator=gen) * 4).floor().div(4).to(device)  # four distinct scores
-    cases.append((boxes, tied, 0.5, "60 crowded boxes with tied scores (equal scores: lower index first)"))
+    yield Case("60 crowded boxes with tied scores (equal scores: lower index first)", (boxes, tied, 0.5),
+               ("ties",))
+    for thr, dtype in ((0.5, torch.float32), (0.25, torch.float64)):
+        boxes, scores = exact_threshold_scene(10, thr, gen, dtype=dtype, device=device)
+        yield Case(f"integer boxes whose neighbours have IoU exactly {thr}, threshold {thr} "
+                   "(remove only IoU > threshold)", (boxes, scores, thr), ("exact-threshold",))
     one = random_boxes(1, gen, device=device)
-    cases.append((one, torch.ones(1, device=device), 0.5, "a single box"))
-    same = one.repeat(5, 1)
-    cases.append((same, torch.rand(5, generator=gen).to(device), 0.5, "five identical boxes"))
-    cases.append((torch.zeros(0, 4, device=device), torch.zeros(0, device=device), 0.5, "no boxes"))
-    for boxes, scores, thr, case in cases:
-        _check_nms_case(nms, boxes, scores, thr, case, show=False)
-    print("nms: hidden checks passed")
+    yield Case("a single box", (one, torch.ones(1, device=device), 0.5), ("single",))
+    yield Case("five identical boxes", (one.repeat(5, 1), torch.rand(5, generator=gen).to(device), 0.5),
+               ("identical",))
+    yield Case("no boxes", (torch.zeros(0, 4, device=device), torch.zeros(0, device=device), 0.5), ("empty",))
+
+
+NMS = Exercise("nms", _reference_nms, FORBIDDEN, _nms_visible, _nms_hidden, kept_indices("boxes"),
+               shape=False, uses=("box_iou",))
+check_nms_visible, check_nms_hidden = NMS.checks()

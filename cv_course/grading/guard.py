@@ -14,12 +14,15 @@ While a check runs the student's function, two monitors watch it:
 
 A forbidden call is recorded and raises :class:`DelegationError` inside the
 student's function. Switching a monitor off (``sys.setprofile``, popping the
-dispatch mode) is itself recorded. The rest of the notebook is unaffected:
+dispatch mode) is itself recorded, and so is starting a process or a raw
+thread (``_thread.start_new_thread`` called other than by ``threading``, whose
+threads the profile hook follows): work handed to either would run unwatched. The rest of the notebook is unaffected:
 the monitors exist only for the duration of the ``with`` block.
 """
 
 from __future__ import annotations
 
+import _thread
 import importlib.util
 import os
 import sys
@@ -70,8 +73,7 @@ _MONITOR_SWITCHES = (sys.setprofile, sys.settrace, threading.setprofile, threadi
 
 def _process_starters() -> tuple:
     """C functions that start a process: work handed to a child process runs
-    unwatched, so these are always forbidden. (Threads started with
-    ``threading`` are watched: the guard installs its hook for them.)"""
+    unwatched, so these are always forbidden."""
     import _posixsubprocess
 
     names = ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system", "execv", "execve")
@@ -79,6 +81,11 @@ def _process_starters() -> tuple:
 
 
 PROCESS_STARTERS = _process_starters()
+# Raw thread starters: always forbidden, except when ``threading`` calls them (the
+# guard installs its hook in threads that ``threading`` starts, so those are watched).
+RAW_THREAD_STARTERS = tuple(getattr(_thread, n) for n in ("start_new_thread", "start_joinable_thread")
+                            if hasattr(_thread, n))
+_RAW_THREAD_IDS = frozenset(id(f) for f in RAW_THREAD_STARTERS)
 _MODE_SWITCH_FUNCS = ("_disable_current_modes", "_pop_mode", "_pop_mode_temporarily")
 
 
@@ -133,7 +140,8 @@ class no_delegation:
         self._paths = _module_paths(self.forbidden.modules)
         self._ops = tuple(o for o in self.forbidden.ops if not o.endswith("::"))
         self._namespaces = tuple(o for o in self.forbidden.ops if o.endswith("::"))
-        self._builtins = {id(b) for b in self.forbidden.builtins + _MONITOR_SWITCHES + PROCESS_STARTERS}
+        always = _MONITOR_SWITCHES + PROCESS_STARTERS + RAW_THREAD_STARTERS
+        self._builtins = {id(b) for b in self.forbidden.builtins + always}
         from torch import _ops
 
         self._op_call_codes = {_ops.OpOverload.__call__.__code__, _ops.OpOverloadPacket.__call__.__code__}
@@ -165,6 +173,8 @@ class no_delegation:
             elif code.co_name in _MODE_SWITCH_FUNCS and "_python_dispatch" in code.co_filename:
                 self._record("switching off the check's operator monitor")
         elif event == "c_call" and id(arg) in self._builtins:
+            if id(arg) in _RAW_THREAD_IDS and frame.f_code.co_filename == threading.__file__:
+                return  # threading.Thread.start: the new thread gets the hook
             name = getattr(arg, "__qualname__", None) or getattr(arg, "__name__", repr(arg))
             if arg in _MONITOR_SWITCHES:
                 self._record(f"{name} (it would switch off the check's monitor)")

@@ -1,56 +1,32 @@
 """Checks for assignment 01 (segmentation): ``max_unpool2d``, ``conv_transpose2d``,
 a U-Net's ``forward``, ``pixel_cross_entropy`` and the trained model.
 
-Visible checks use the lecture's worked examples and say what was expected.
-Hidden checks draw fresh random and edge-case inputs at every run and compare
-with the ``cv_course`` references on the student's device. The trained model is
-scored by mean IoU on scenes generated from fresh seeds; their labels are
-generated only after the model has made its predictions.
+Visible checks use the lecture's worked examples and a small twin of every kind
+of hidden case; hidden checks draw fresh random and edge-case inputs at every
+run and compare with the ``cv_course`` references on the student's device.
 
-What a student's code may not use while it is checked (the ``Forbidden`` lists):
+What each exercise may not use (see :mod:`.policy`): the course's own code and
+``torchvision.ops``/``models`` everywhere; torch's unpooling and max pooling's
+backward in ``max_unpool2d``; any transposed convolution, a convolution's
+backward and ``F.fold`` in ``conv_transpose2d`` (a regular convolution of a
+zero-stuffed input is allowed: a derivation of its own); ``F.nll_loss`` and
+``F.cross_entropy`` in ``pixel_cross_entropy``. Only forward passes run under
+the guard; gradients are taken by autograd outside it.
 
-* everywhere: the course's own code (every ``cv_course`` subpackage except
-  ``grading`` and ``device``: ``ops``, ``models``, ``losses``, ``metrics``,
-  ``train``, ``data``, ...), ``torchvision.ops``, ``torchvision.models`` and the
-  ``torchvision::`` operators;
-* ``max_unpool2d``: torch's unpooling (``aten::max_unpool2d/3d``) and the
-  backward of max pooling (``aten::max_pool2d_with_indices_backward``, which
-  *is* max unpooling);
-* ``conv_transpose2d``: any transposed convolution (``aten::convolution`` or
-  ``aten::_convolution`` with ``transposed=True``, ``aten::conv_transpose*``,
-  ``aten::slow_conv_transpose*``, ``aten::cudnn_convolution_transpose``), the
-  backward of a convolution (``aten::convolution_backward`` and its backend
-  variants: autograd of a convolution computes a transposed one), and
-  ``F.fold`` (``aten::col2im``), which is exactly the overlap-and-add this
-  exercise is about. A regular convolution (``transposed=False``) is allowed:
-  convolving a zero-stuffed input with the flipped kernel is a derivation of
-  its own;
-* ``pixel_cross_entropy``: ``aten::nll_loss*`` and ``aten::cross_entropy_loss``
-  (``F.nll_loss``, ``F.cross_entropy``); ``log_softmax`` is allowed.
-
-Only forward passes run under the guard; gradients are then taken by autograd
-outside it (the backward of an allowed ``F.conv2d`` is a transposed convolution,
-and that is fine there).
-
-The trained model is put in eval mode with ``nn.Module.train(model, False)``
-(a redefined ``eval`` cannot keep it training) and run under ``torch.no_grad()``
-and the guard on copies of the images (so it cannot run ``cv_course.models`` or
-regenerate scenes with ``cv_course.data``, nor change the images); the labels
-are generated only after its last prediction; an image alone must get the same
-prediction as in a batch (no batch statistics); and ``SCENES``, which the
-notebook imports, is read-only.
+The trained model is put in eval mode with ``nn.Module.train(model, False)`` (a
+redefined ``eval`` cannot keep it training) and scored by mean IoU on scenes
+from fresh seeds, whose labels are generated only after its last prediction
+(:mod:`.heldout`); an image alone must get the same prediction as in a batch;
+and ``SCENES``, which the notebook imports, is read-only.
 """
 
 from __future__ import annotations
 
-import os
-import pkgutil
 from types import MappingProxyType
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-
-import cv_course
 
 from ..data import NUM_CLASSES, make_scene
 from ..losses import pixel_cross_entropy as _reference_loss  # bound at import, before any student code
@@ -58,9 +34,11 @@ from ..metrics import mean_iou as _reference_mean_iou
 from ..models import UNet as _ReferenceUNet
 from ..ops import conv_transpose2d as _reference_conv_transpose2d
 from ..ops import max_unpool2d as _reference_max_unpool2d
-from .checks import call_student, check_close, check_tensor, fail, fresh_generator
-from .failclosed import hidden_check
-from .guard import Forbidden
+from . import models, policy
+from .checks import call_student, check_close, check_tensor, fail
+from .exercise import Case, Exercise, close, graded
+from .heldout import held_out_seeds, predict_then_label
+from .numerics import dtype_name
 
 # The scenes of the assignment: training, validation and the grader's held-out
 # scenes all come from make_scene(seed, **SCENES). Read-only, because the notebook
@@ -74,68 +52,18 @@ _SCENE_ITEMS = tuple(SCENES.items())
 # minute on one busy CPU thread) reached 0.74-0.81 over five training seeds (mean 0.78)
 # on 256 held-out scenes: at least 0.09 above the threshold.
 MIOU_THRESHOLD = 0.65
-_HELD_OUT_SEEDS = (2**24, 2**32)  # scene seeds of the grader: far above any training/validation seed
+
+COURSE = policy.course_code() + policy.TORCHVISION
 
 
-def _course_modules() -> tuple[str, ...]:
-    """Every part of cv_course that holds reference code (all but grading and device)."""
-    return tuple(f"cv_course.{m.name}" for m in pkgutil.iter_modules(cv_course.__path__)
-                 if m.name not in ("grading", "device"))
+def _rand(gen, *shape, dtype=torch.float32, device="cpu", low=-1.0, high=1.0) -> Tensor:
+    """Uniform in [low, high), drawn in float64 so that every dtype sees the same numbers."""
+    x = low + (high - low) * torch.rand(*shape, generator=gen, dtype=torch.float64)
+    return x.to(device=device, dtype=dtype)
 
 
-def _short(op_name: str) -> str:
-    """'aten::convolution_backward.default' -> 'convolution_backward'."""
-    return op_name.split("::")[-1].split(".")[0]
-
-
-def _unpooling(name: str, args, kwargs) -> str | None:
-    short = _short(name)
-    if "unpool" in short or ("max_pool" in short and "backward" in short):
-        return f"the operator {name} (max unpooling)"
-    return None
-
-
-def _transposed_convolution(name: str, args, kwargs) -> str | None:
-    short = _short(name)
-    if "conv" in short and ("transpose" in short or "backward" in short):
-        return f"the operator {name} (a transposed convolution)"
-    if short in ("convolution", "_convolution", "convolution_overrideable"):
-        transposed = kwargs.get("transposed", args[6] if len(args) > 6 else False)
-        if transposed:
-            return f"the operator {name} with transposed=True (a transposed convolution)"
-    if short == "col2im":
-        return f"the operator {name} (F.fold: the overlap-and-add to write yourself)"
-    return None
-
-
-def _nll(name: str, args, kwargs) -> str | None:
-    short = _short(name)
-    if short.startswith("nll_loss") or short == "cross_entropy_loss":
-        return f"the operator {name} (F.nll_loss / F.cross_entropy)"
-    return None
-
-
-COURSE = Forbidden(modules=_course_modules() + ("torchvision.ops", "torchvision.models"),
-                   ops=("torchvision::",))
-FORBIDDEN_UNPOOL = COURSE + Forbidden(op_rules=(_unpooling,))
-FORBIDDEN_CONV_T = COURSE + Forbidden(op_rules=(_transposed_convolution,))
-FORBIDDEN_LOSS = COURSE + Forbidden(op_rules=(_nll,))
-FORBIDDEN_MODEL = COURSE
-
-
-def _tol(dtype: torch.dtype, device=None) -> dict:
-    """Tolerances for comparing with a reference. A GPU may run float32
-    convolutions in TF32 (about 3 significant digits, cuDNN's default), so an
-    honest answer built on F.conv2d gets float32 slack there; float64 is exact."""
-    if dtype == torch.float64:
-        return dict(rtol=1e-9, atol=1e-11)
-    if device is not None and torch.device(device).type == "cuda":
-        return dict(rtol=1e-2, atol=1e-2)
-    return dict(rtol=1e-4, atol=1e-5)
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
+def _tags(dtype, *more) -> tuple[str, ...]:
+    return ("float64",) * (dtype == torch.float64) + more
 
 
 # ----------------------------------------------------------------- max_unpool2d
@@ -144,169 +72,113 @@ def lecture_unpool_example(device="cpu", dtype=torch.float32) -> tuple[Tensor, T
     pooling sit at (1, 1), (0, 2), (3, 0), (3, 3); unpooling [[1, 2], [3, 4]] puts
     each value back there. Returns (values, indices, expected output), all [1, 1, ., .]."""
     x = torch.tensor([[1, 2, 6, 3], [3, 5, 2, 1], [1, 2, 2, 1], [7, 3, 4, 8]], dtype=dtype, device=device)
-    _, indices = torch.nn.functional.max_pool2d(x[None, None], 2, return_indices=True)
+    _, indices = F.max_pool2d(x[None, None], 2, return_indices=True)
     values = torch.tensor([[1, 2], [3, 4]], dtype=dtype, device=device)[None, None]
     expected = torch.tensor([[0, 0, 2, 0], [0, 1, 0, 0], [0, 0, 0, 0], [3, 0, 0, 4]], dtype=dtype,
                             device=device)[None, None]
     return values, indices, expected
 
 
-def _check_unpool_case(fn, values: Tensor, indices: Tensor, size: tuple[int, int], kernel, stride,
-                       padding, case: str, show: bool) -> None:
-    out = call_student(fn, (values, indices, size), FORBIDDEN_UNPOOL, "max_unpool2d", case)
-    N, C = values.shape[:2]
-    check_tensor(out, "max_unpool2d", shape=(N, C, *size), dtype=values.dtype, device=values.device,
-                 case=case)
-    expected = _reference_max_unpool2d(values, indices, kernel, stride, padding, size)
-    check_close(out, expected, "max_unpool2d", rtol=0, atol=0, case=case, show=show)
+def _unpool_case(gen, device, shape, k, s, p, dtype=torch.float32, tags=(), show=False, values="pooled",
+                 name=""):
+    """Pool a random map [N, C, H, W] (``values``: "pooled", "negative" maps, or "other"
+    values at the same indices) and unpool it back to (H, W)."""
+    x = torch.randn(*shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    x = -x.abs() - 1 if values == "negative" else x  # all negative: the rest must stay 0
+    pooled, idx = F.max_pool2d(x, k, s, p, return_indices=True)
+    if values == "other":  # e.g. gradients or decoder features
+        pooled = torch.randn(pooled.shape, generator=gen, dtype=torch.float64).to(pooled)
+    N, C, H, W = shape
+    name = name or f"{N}x{C}x{H}x{W} maps, {k}x{k} pooling with stride {s} and padding {p}, {dtype_name(dtype)}"
+    return Case(name, (pooled, idx, (H, W)), _tags(dtype, *tags), show=show,
+                reference=lambda v, i, size: _reference_max_unpool2d(v, i, k, s, p, size))
 
 
-def check_max_unpool2d_visible(max_unpool2d, device) -> None:
-    """The lecture's 4 x 4 example, then an odd size where output_size matters."""
+def _unpool_visible(gen, device):
     values, indices, expected = lecture_unpool_example(device)
-    out = call_student(max_unpool2d, (values, indices, (4, 4)), FORBIDDEN_UNPOOL, "max_unpool2d",
-                       "the lecture's 4 x 4 example")
-    check_tensor(out, "max_unpool2d", shape=(1, 1, 4, 4), dtype=values.dtype, device=values.device,
-                 case="the lecture's 4 x 4 example")
-    check_close(out, expected, "max_unpool2d", rtol=0, atol=0, case="the lecture's 4 x 4 example",
-                show=True)
-    gen = fresh_generator()
-    x = torch.randn(2, 3, 7, 9, generator=gen).to(device)
-    pooled, idx = torch.nn.functional.max_pool2d(x, 2, return_indices=True)  # [2, 3, 3, 4]
-    _check_unpool_case(max_unpool2d, pooled, idx, (7, 9), 2, 2, 0,
-                       "a [2, 3, 7, 9] input pooled to [2, 3, 3, 4] and unpooled to output_size (7, 9)",
-                       show=False)
-    print("max_unpool2d: visible checks passed")
+    yield Case("the lecture's 4 x 4 example", (values, indices, (4, 4)), expected=expected, show=True)
+    yield _unpool_case(gen, device, (2, 3, 7, 9), 2, 2, 0, tags=("odd-size",),
+                       name="a [2, 3, 7, 9] input pooled to [2, 3, 3, 4] and unpooled to output_size (7, 9)")
+    yield _unpool_case(gen, device, (1, 1, 4, 6), 2, 2, 0, torch.float64, show=True)
+    yield _unpool_case(gen, device, (1, 1, 5, 5), 3, 2, 1, tags=("overlapping",), show=True)
+    yield _unpool_case(gen, device, (0, 2, 4, 4), 2, 2, 0, tags=("empty",), show=True)
+    yield _unpool_case(gen, device, (1, 1, 4, 4), 2, 2, 0, tags=("negative",), show=True, values="negative",
+                       name="an all-negative 4 x 4 map (the rest of the output stays 0)")
+    yield _unpool_case(gen, device, (1, 1, 4, 4), 2, 2, 0, tags=("other-values",), show=True, values="other",
+                       name="values other than the pooled maxima, at the pooled indices")
 
 
-@hidden_check  # no points under autograde without the course's tamper scan
-def check_max_unpool2d_hidden(max_unpool2d, device) -> None:
-    """Fresh random maps, several pooling windows (overlapping ones too), odd
-    sizes, negative values, other values than the pooled ones, float64 and an
-    empty batch, compared with the reference."""
-    gen = fresh_generator()
-    cases = [  # (N, C, H, W, kernel, stride, padding, dtype)
-        (2, 4, 16, 16, 2, 2, 0, torch.float32),
-        (3, 2, 11, 13, 3, 3, 0, torch.float32),
-        (2, 3, 9, 10, 3, 2, 1, torch.float64),  # overlapping windows, padding
-        (1, 5, 6, 7, 2, 1, 0, torch.float32),  # stride 1: a position can be the max of 4 windows
-        (0, 3, 8, 8, 2, 2, 0, torch.float32),  # empty batch
-    ]
-    for N, C, H, W, k, s, p, dtype in cases:
-        x = torch.randn(N, C, H, W, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
-        pooled, idx = torch.nn.functional.max_pool2d(x, k, s, p, return_indices=True)
-        case = f"{N}x{C}x{H}x{W} maps, {k}x{k} pooling with stride {s} and padding {p}, {_dtype_name(dtype)}"
-        _check_unpool_case(max_unpool2d, pooled, idx, (H, W), k, s, p, case, show=False)
-    x = -torch.rand(2, 3, 8, 10, generator=gen).to(device) - 1  # all negative: the rest must stay 0
-    pooled, idx = torch.nn.functional.max_pool2d(x, 2, return_indices=True)
-    _check_unpool_case(max_unpool2d, pooled, idx, (8, 10), 2, 2, 0, "all-negative maps", show=False)
-    other = torch.randn(pooled.shape, generator=gen).to(device)  # e.g. gradients or decoder features
-    _check_unpool_case(max_unpool2d, other, idx, (8, 10), 2, 2, 0,
-                       "values other than the pooled maxima (same indices)", show=False)
-    print("max_unpool2d: hidden checks passed")
+def _unpool_hidden(gen, device):
+    yield _unpool_case(gen, device, (2, 4, 16, 16), 2, 2, 0)
+    yield _unpool_case(gen, device, (3, 2, 11, 13), 3, 3, 0, tags=("odd-size",))
+    yield _unpool_case(gen, device, (2, 3, 9, 10), 3, 2, 1, torch.float64, tags=("overlapping",))
+    yield _unpool_case(gen, device, (1, 5, 6, 7), 2, 1, 0, tags=("overlapping",))  # a max of 4 windows
+    yield _unpool_case(gen, device, (0, 3, 8, 8), 2, 2, 0, tags=("empty",))
+    yield _unpool_case(gen, device, (2, 3, 8, 10), 2, 2, 0, tags=("negative",), values="negative",
+                       name="all-negative maps")
+    yield _unpool_case(gen, device, (2, 3, 8, 10), 2, 2, 0, tags=("other-values",), values="other",
+                       name="values other than the pooled maxima (same indices)")
+
+
+MAX_UNPOOL2D = Exercise("max_unpool2d", None, COURSE + policy.UNPOOLING, _unpool_visible, _unpool_hidden,
+                        close("exact"))
+check_max_unpool2d_visible, check_max_unpool2d_hidden = MAX_UNPOOL2D.checks()
 
 
 # ------------------------------------------------------------- conv_transpose2d
-def _check_conv_t_case(fn, x: Tensor, weight: Tensor, bias, stride: int, padding: int, case: str,
-                       show: bool) -> None:
-    out = call_student(fn, (x, weight, bias, stride, padding), FORBIDDEN_CONV_T, "conv_transpose2d",
-                       case)
-    expected = _reference_conv_transpose2d(x, weight, bias, stride, padding)
-    check_tensor(out, "conv_transpose2d", shape=expected.shape, dtype=x.dtype, device=x.device, case=case)
-    check_close(out, expected, "conv_transpose2d", case=case, show=show, **_tol(x.dtype, x.device))
+def _conv_t_case(gen, device, N, C_in, C_out, H, W, kH, kW, s, p, bias=True, dtype=torch.float32, tags=(),
+                 show=False, grad=()):
+    x, w = _rand(gen, N, C_in, H, W, dtype=dtype, device=device), _rand(gen, C_in, C_out, kH, kW, dtype=dtype,
+                                                                      device=device)
+    b = _rand(gen, C_out, dtype=dtype, device=device) if bias else None
+    what = "gradients" if grad else f"input [{N}, {C_in}, {H}, {W}]"
+    name = (f"{what}, a {kH}x{kW} kernel, stride {s}, padding {p}, {'with' if bias else 'no'} bias, "
+            f"{dtype_name(dtype)}")
+    return Case(name, (x, w, b, s, p), _tags(dtype, *tags, *(("no-bias",) * (not bias))), show=show,
+                grad=grad)
 
 
-def _random_conv_t_case(gen, N, C_in, C_out, H, W, kH, kW, bias: bool, dtype, device):
-    rand = lambda *shape: (2 * torch.rand(*shape, generator=gen, dtype=torch.float64) - 1).to(  # noqa: E731
-        device=device, dtype=dtype)
-    return rand(N, C_in, H, W), rand(C_in, C_out, kH, kW), rand(C_out) if bias else None
-
-
-def check_conv_transpose2d_visible(conv_transpose2d, device) -> None:
-    """The lecture's 1-D example, two 2-D examples and a shape check."""
+def _conv_t_visible(gen, device):
     t = lambda rows: torch.tensor(rows, dtype=torch.float32, device=device)  # noqa: E731
     # [a, b] = [2, 3] and kernel [x, y, z] = [1, 10, 100], stride 2:
     # [ax, ay, az + bx, by, bz] = [2, 20, 203, 30, 300]
-    _check_conv_t_case(conv_transpose2d, t([[[[2, 3]]]]), t([[[[1, 10, 100]]]]), None, 2, 0,
-                       "the lecture's 1-D example: input [a, b] = [2, 3], kernel [x, y, z] = "
-                       "[1, 10, 100], stride 2 -> [ax, ay, az + bx, by, bz] = [2, 20, 203, 30, 300]",
-                       show=True)
-    x = t([[[[1, 2], [3, 4]]]])
-    _check_conv_t_case(conv_transpose2d, x, torch.ones(1, 1, 2, 2, device=device), None, 2, 0,
-                       "[[1, 2], [3, 4]] with a 2 x 2 kernel of ones, stride 2 (no overlap: "
-                       "each value fills its own 2 x 2 block)", show=True)
-    _check_conv_t_case(conv_transpose2d, x, torch.ones(1, 1, 3, 3, device=device), None, 1, 0,
-                       "[[1, 2], [3, 4]] with a 3 x 3 kernel of ones, stride 1 (overlapping "
-                       "copies add up: the centre is 1 + 2 + 3 + 4 = 10)", show=True)
-    gen = fresh_generator()
-    xs, w, b = _random_conv_t_case(gen, 2, 3, 4, 5, 7, 3, 3, True, torch.float32, device)
-    _check_conv_t_case(conv_transpose2d, xs, w, b, 2, 1,
-                       "input [2, 3, 5, 7], weight [3, 4, 3, 3], a bias, stride 2, padding 1 "
-                       "(output [2, 4, 9, 13])", show=False)
-    print("conv_transpose2d: visible checks passed")
+    yield Case("the lecture's 1-D example: input [a, b] = [2, 3], kernel [x, y, z] = [1, 10, 100], stride 2 "
+               "-> [ax, ay, az + bx, by, bz] = [2, 20, 203, 30, 300]",
+               (t([[[[2, 3]]]]), t([[[[1, 10, 100]]]]), None, 2, 0), ("no-bias",), show=True)
+    x, ones = t([[[[1, 2], [3, 4]]]]), lambda k: torch.ones(1, 1, k, k, device=device)
+    yield Case("[[1, 2], [3, 4]] with a 2 x 2 kernel of ones, stride 2 (no overlap: each value fills its "
+               "own 2 x 2 block)", (x, ones(2), None, 2, 0), show=True)
+    yield Case("[[1, 2], [3, 4]] with a 3 x 3 kernel of ones, stride 1 (overlapping copies add up: the "
+               "centre is 1 + 2 + 3 + 4 = 10)", (x, ones(3), None, 1, 0), show=True)
+    xs, w, b = (_rand(gen, *shape, device=device) for shape in ((2, 3, 5, 7), (3, 4, 3, 3), (4,)))
+    yield Case("input [2, 3, 5, 7], weight [3, 4, 3, 3], a bias, stride 2, padding 1 (output [2, 4, 9, 13])",
+               (xs, w, b, 2, 1))
+    yield _conv_t_case(gen, device, 1, 1, 1, 2, 2, 2, 2, 1, 0, dtype=torch.float64, show=True)
+    yield _conv_t_case(gen, device, 1, 1, 1, 2, 3, 4, 4, 2, 1, tags=("even-kernel",), show=True)
+    yield _conv_t_case(gen, device, 1, 1, 1, 2, 2, 2, 2, 3, 0, tags=("gaps",), show=True)
+    yield _conv_t_case(gen, device, 1, 2, 1, 2, 2, 1, 1, 1, 0, tags=("1x1",), show=True)
+    yield _conv_t_case(gen, device, 0, 2, 3, 3, 3, 3, 3, 2, 1, tags=("empty",))
+    yield _conv_t_case(gen, device, 1, 2, 2, 3, 3, 3, 3, 2, 1, dtype=torch.float64, tags=("gradient",),
+                       grad=(0, 1, 2))
 
 
-def _check_conv_t_gradients(fn, gen, device) -> None:
-    """Gradients with respect to input, weight and bias equal the reference's (float64).
-
-    Only the forward pass runs under the guard: the backward pass is autograd's
-    (a regular convolution's backward is a transposed one, and is fine there)."""
-    case = "gradients (float64, stride 2, padding 1, 3 x 3 kernel)"
-    x, w, b = _random_conv_t_case(gen, 2, 3, 2, 4, 5, 3, 3, True, torch.float64, device)
-    g = torch.randn(2, 2, 7, 9, generator=gen, dtype=torch.float64).to(device)
-
-    def forward(x, w, b):
-        leaves = [t.requires_grad_() for t in (x, w, b)]
-        return fn(*leaves, 2, 1), leaves
-
-    out, leaves = call_student(forward, (x, w, b), FORBIDDEN_CONV_T, "conv_transpose2d", case)
-    check_tensor(out, "conv_transpose2d", shape=g.shape, dtype=x.dtype, device=x.device, case=case)
-    grads = _gradients(out, leaves, g, "conv_transpose2d", ("input", "weight", "bias"))
-    refs = [t.clone().requires_grad_() for t in (x, w, b)]
-    expected = torch.autograd.grad(_reference_conv_transpose2d(*refs, 2, 1), refs, g)
-    for name, got, exp in zip(("input", "weight", "bias"), grads, expected):
-        check_close(got, exp, f"the gradient of conv_transpose2d with respect to {name}", case=case,
-                    **_tol(torch.float64))
+def _conv_t_hidden(gen, device):
+    f64 = torch.float64
+    yield _conv_t_case(gen, device, 2, 3, 4, 5, 6, 3, 3, 1, 0)
+    yield _conv_t_case(gen, device, 2, 3, 2, 4, 4, 3, 3, 2, 1, bias=False)
+    yield _conv_t_case(gen, device, 1, 4, 3, 5, 3, 4, 4, 2, 1, dtype=f64, tags=("even-kernel",))
+    yield _conv_t_case(gen, device, 2, 8, 4, 3, 4, 2, 2, 2, 0)  # U-Net's up-step
+    yield _conv_t_case(gen, device, 1, 2, 2, 4, 5, 5, 3, 3, 2, dtype=f64)  # non-square kernel, stride 3
+    yield _conv_t_case(gen, device, 3, 2, 3, 6, 6, 1, 1, 1, 0, bias=False, tags=("1x1",))
+    yield _conv_t_case(gen, device, 2, 3, 5, 6, 5, 3, 3, 1, 1)  # "same" padding
+    yield _conv_t_case(gen, device, 1, 3, 2, 3, 3, 3, 3, 4, 1, tags=("gaps",))  # stride > kernel
+    yield _conv_t_case(gen, device, 0, 3, 4, 5, 5, 3, 3, 2, 1, tags=("empty",))
+    yield _conv_t_case(gen, device, 2, 3, 2, 4, 5, 3, 3, 2, 1, dtype=f64, tags=("gradient",), grad=(0, 1, 2))
 
 
-def _gradients(out: Tensor, inputs, grad_out: Tensor, name: str, names) -> list[Tensor]:
-    """Gradients of ``(out * grad_out).sum()`` with respect to ``inputs``; fails
-    clearly when autograd cannot reach them."""
-    if not out.requires_grad:
-        fail(f"{name}'s output does not depend on its inputs through autograd (no gradient): it "
-             "must be differentiable; compute it with tensor operations, without .detach(), .data, "
-             ".item(), torch.no_grad() or NumPy")
-    grads = torch.autograd.grad(out, list(inputs), grad_out, allow_unused=True)
-    for what, grad in zip(names, grads):
-        if grad is None:
-            fail(f"{name}: no gradient reaches {what}; it must take part in the computation")
-    return list(grads)
-
-
-@hidden_check  # no points under autograde without the course's tamper scan
-def check_conv_transpose2d_hidden(conv_transpose2d, device) -> None:
-    """Fresh random inputs over several kernel sizes (even and non-square),
-    strides and paddings, with and without bias, float32 and float64, an empty
-    batch, and the gradients, compared with the reference."""
-    gen = fresh_generator()
-    cases = [  # (N, C_in, C_out, H, W, kH, kW, stride, padding, bias, dtype)
-        (2, 3, 4, 5, 6, 3, 3, 1, 0, True, torch.float32),
-        (2, 3, 2, 4, 4, 3, 3, 2, 1, False, torch.float32),
-        (1, 4, 3, 5, 3, 4, 4, 2, 1, True, torch.float64),  # even kernel: 4x4, stride 2, padding 1
-        (2, 8, 4, 3, 4, 2, 2, 2, 0, True, torch.float32),  # U-Net's up-step
-        (1, 2, 2, 4, 5, 5, 3, 3, 2, True, torch.float64),  # non-square kernel, stride 3
-        (3, 2, 3, 6, 6, 1, 1, 1, 0, False, torch.float32),  # 1 x 1 kernel
-        (2, 3, 5, 6, 5, 3, 3, 1, 1, True, torch.float32),  # "same" padding
-        (1, 3, 2, 3, 3, 3, 3, 4, 1, True, torch.float32),  # stride larger than the kernel: gaps
-        (0, 3, 4, 5, 5, 3, 3, 2, 1, True, torch.float32),  # empty batch
-    ]
-    for N, C_in, C_out, H, W, kH, kW, s, p, bias, dtype in cases:
-        x, w, b = _random_conv_t_case(gen, N, C_in, C_out, H, W, kH, kW, bias, dtype, device)
-        case = (f"input [{N}, {C_in}, {H}, {W}], a {kH}x{kW} kernel, stride {s}, padding {p}, "
-                f"{'with' if bias else 'no'} bias, {_dtype_name(dtype)}")
-        _check_conv_t_case(conv_transpose2d, x, w, b, s, p, case, show=False)
-    _check_conv_t_gradients(conv_transpose2d, gen, device)
-    print("conv_transpose2d: hidden checks passed")
+CONV_TRANSPOSE2D = Exercise("conv_transpose2d", _reference_conv_transpose2d, COURSE + policy.TRANSPOSED_CONVOLUTION,
+                            _conv_t_visible, _conv_t_hidden, close("network"))
+check_conv_transpose2d_visible, check_conv_transpose2d_hidden = CONV_TRANSPOSE2D.checks()
 
 
 # ------------------------------------------------------------------------ U-Net
@@ -323,248 +195,159 @@ def _reference_key(key: str) -> str:
     return key
 
 
-def _build(UNet, config: tuple[int, int, int, int]) -> nn.Module:
-    args = ", ".join(map(str, config))
-    try:
-        with torch.random.fork_rng(devices=[]):  # leave the notebook's random state alone
-            net = UNet(*config)
-    except NotImplementedError:
-        fail(f"UNet({args}) is not implemented yet (it raised NotImplementedError)")
-    except Exception as e:
-        fail(f"UNet({args}) raised {type(e).__name__}: {e}; keep __init__ as the assignment gives it")
-    if not isinstance(net, nn.Module):
-        fail(f"UNet({args}) must build an nn.Module, got {type(net).__name__}")
-    return net
-
-
-def _paired_models(UNet, config, gen, device, dtype=torch.float32) -> tuple[nn.Module, nn.Module]:
-    """The student's U-Net and the reference with identical random weights and
-    BatchNorm statistics (so that eval mode is not close to the identity)."""
-    net = _build(UNet, config)
+def _reference_unet(config, gen) -> nn.Module:
+    """A reference U-Net with random weights and BatchNorm statistics (so that
+    eval mode is not close to the identity)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
-        ref = _ReferenceUNet(*config)
-        for m in ref.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.data.uniform_(0.5, 1.5)
-                m.bias.data.normal_(0, 0.2)
-    ref_state = ref.state_dict()
-    names = list(net.state_dict())
-    mapped = {_reference_key(k) for k in names}
-    if mapped != set(ref_state):
-        missing = sorted(set(ref_state) - mapped)[:3]
-        extra = sorted(k for k in names if _reference_key(k) not in ref_state)[:3]
-        fail(f"UNet{config} does not have the layers the assignment defines (unexpected: {extra}, "
-             f"missing: {missing}); keep __init__ as given and write only forward")
-    try:
-        net.load_state_dict({k: ref_state[_reference_key(k)] for k in names})
-    except RuntimeError as e:
-        fail(f"UNet{config}'s layers have other shapes than the assignment's; keep __init__ as given "
-             f"({str(e).splitlines()[-1].strip()})")
-    return net.to(device=device, dtype=dtype), ref.to(device=device, dtype=dtype)
+        return models.randomize_batchnorm(_ReferenceUNet(*config), gen)
 
 
-def _check_unet_output(net, ref, x: Tensor, case: str, train: bool = False) -> None:
-    net.train(train)
-    ref.train(train)
-    out = call_student(net, (x,), COURSE, "UNet.forward", case)
-    with torch.no_grad():
-        expected = ref(x)
-    check_tensor(out, "UNet.forward", shape=expected.shape, dtype=x.dtype, device=x.device, case=case)
-    out = out.detach()
-    if torch.isnan(out).any():
-        fail(f"UNet.forward returned NaN on {case}")
-    tol = dict(rtol=1e-8, atol=1e-10) if x.dtype == torch.float64 else (
-        dict(rtol=1e-2, atol=1e-2) if x.is_cuda else dict(rtol=1e-3, atol=1e-4))  # TF32 on GPUs
-    if not torch.allclose(out, expected, **tol):
-        worst = float((out - expected).abs().max())
-        fail(f"UNet.forward returned other logits than a U-Net with the same weights on {case} "
-             f"(largest difference {worst:.3g}). Check that each level concatenates "
-             "torch.cat([skip, upsampled], dim=1) (skip first), that the skips are used in reverse "
-             "order (deepest first), and that the head is applied last")
+def _unet_case(gen, device, config, shape, train=False, dtype=torch.float32, tags=(), values=True) -> Case:
+    """The student's UNet(*config) with the weights of a random reference, on a random input."""
+    ref = _reference_unet(config, gen).to(device=device, dtype=dtype).train(train)
+
+    def build(UNet):
+        net = models.build(UNet, config, "UNet")
+        return models.copy_weights(net, ref, _reference_key, f"UNet{config}").to(device, dtype).train(train)
+
+    x = _rand(gen, *shape, dtype=dtype, device=device, low=0.0)
+    mode = "training" if train else "eval"
+    name = f"UNet{config} on an input of shape {list(shape)}, {mode} mode, {dtype_name(dtype)}"
+    return Case(name, (x,), _tags(dtype, *tags, *(("train",) * train)), reference=ref, build=build,
+                values=values)
 
 
-def _check_unet_shape(UNet, config, x: Tensor, case: str) -> None:
-    net = _build(UNet, config).to(x.device).eval()
-    out = call_student(net, (x,), COURSE, "UNet.forward", case)
-    N, _, H, W = x.shape
-    check_tensor(out, "UNet.forward", shape=(N, config[1], H, W), dtype=x.dtype, device=x.device,
-                 case=case)
-
-
-def check_unet_visible(UNet, device) -> None:
-    """Number of parameters, logits of the input's size (odd sizes too), and the
-    same logits as a reference U-Net with the same weights."""
+def _count_parameters(UNet, gen, device, hidden: bool) -> None:
+    """The student's __init__ is the assignment's: as many parameters as the reference."""
+    if hidden:
+        return
     config = (3, NUM_CLASSES, 8, 3)
-    net = _build(UNet, config)
     with torch.device("meta"):  # only the shapes: no memory, no random numbers
-        expected_count = sum(p.numel() for p in _ReferenceUNet(*config).parameters())
-    count = sum(p.numel() for p in net.parameters())
-    if count != expected_count:
-        fail(f"UNet{config} has {count:,} parameters, expected {expected_count:,}; keep __init__ as given")
+        expected = sum(p.numel() for p in _ReferenceUNet(*config).parameters())
+    count = sum(p.numel() for p in models.build(UNet, config, "UNet").parameters())
+    if count != expected:
+        fail(f"UNet{config} has {count:,} parameters, expected {expected:,}; keep __init__ as given")
     print(f"UNet{config}: {count:,} parameters, as expected")
-    gen = fresh_generator()
-    for shape in ((2, 3, 64, 64), (1, 3, 37, 50), (2, 3, 45, 27)):
-        x = torch.rand(shape, generator=gen).to(device)
-        _check_unet_shape(UNet, config, x, f"an input of shape {list(shape)} "
-                          f"(expected logits {[shape[0], NUM_CLASSES, *shape[2:]]})")
-    net, ref = _paired_models(UNet, config, gen, device)
-    x = torch.rand(2, 3, 32, 32, generator=gen).to(device)
-    _check_unet_output(net, ref, x, "an input [2, 3, 32, 32] in eval mode")
-    print("UNet: visible checks passed")
 
 
-@hidden_check  # no points under autograde without the course's tamper scan
-def check_unet_hidden(UNet, device) -> None:
-    """Fresh random weights and inputs for several widths and depths, train and
-    eval mode, float64, an empty batch and odd sizes, compared with the
-    reference; in training mode the gradients of every parameter too."""
-    gen = fresh_generator()
-    cases = [  # (config, input shape, train mode, dtype)
-        ((3, 5, 8, 3), (2, 3, 32, 48), False, torch.float32),
-        ((1, 2, 4, 2), (3, 1, 12, 20), False, torch.float64),
-        ((3, 4, 4, 4), (1, 3, 32, 32), False, torch.float32),
-        ((2, 3, 4, 1), (2, 2, 6, 10), True, torch.float32),
-        ((3, 5, 8, 3), (0, 3, 16, 16), False, torch.float32),  # empty batch
-    ]
-    for config, shape, train, dtype in cases:
-        net, ref = _paired_models(UNet, config, gen, device, dtype)
-        x = torch.rand(shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
-        case = (f"UNet{config} on an input of shape {list(shape)}, {'training' if train else 'eval'} "
-                f"mode, {_dtype_name(dtype)}")
-        _check_unet_output(net, ref, x, case, train)
-    _check_unet_gradients(UNet, gen, device)
-    for config, shape in (((3, 5, 4, 3), (1, 3, 37, 50)), ((1, 2, 4, 2), (2, 1, 13, 7)),
-                          ((3, 3, 4, 4), (1, 3, 70, 33))):
-        x = torch.rand(shape, generator=gen).to(device)
-        _check_unet_shape(UNet, config, x, f"UNet{config} on an input of odd size {list(shape)}")
-    print("UNet: hidden checks passed")
-
-
-def _check_unet_gradients(UNet, gen, device) -> None:
+def _unet_gradients(UNet, gen, device, hidden: bool) -> None:
     """One training step's gradients reach every parameter, as in the reference."""
-    config, case = (3, 5, 4, 2), "the gradients of a training step (UNet(3, 5, 4, 2), float64)"
-    net, ref = _paired_models(UNet, config, gen, device, torch.float64)
-    x = torch.rand(2, 3, 16, 16, generator=gen, dtype=torch.float64).to(device)
-    g = torch.randn(2, 5, 16, 16, generator=gen, dtype=torch.float64).to(device)
-    net.train()
-    ref.train()
-    out = call_student(net, (x,), COURSE, "UNet.forward", case)
-    check_tensor(out, "UNet.forward", shape=g.shape, dtype=x.dtype, device=x.device, case=case)
+    if not hidden:
+        return
+    case = _unet_case(gen, device, (3, 5, 4, 2), (2, 3, 16, 16), train=True, dtype=torch.float64)
+    net, ref, (x,) = case.build(UNet), case.reference, case.args
+    where = "the gradients of a training step (UNet(3, 5, 4, 2), float64)"
+    out = call_student(net, (x,), COURSE, "UNet.forward", where)
+    check_tensor(out, "UNet.forward", shape=(2, 5, 16, 16), dtype=x.dtype, device=x.device, case=where)
+    g = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out)
     params = dict(net.named_parameters())
-    grads = _gradients(out, params.values(), g, "UNet.forward", [f"parameter {k}" for k in params])
+    grads = models.gradients(out, params.values(), g, "UNet.forward", [f"parameter {k}" for k in params])
     ref_params = dict(ref.named_parameters())
     expected = torch.autograd.grad(ref(x), [ref_params[_reference_key(k)] for k in params], g)
     for name, got, exp in zip(params, grads, expected):
-        check_close(got, exp, f"the gradient of {name}", case=case, rtol=1e-7, atol=1e-9)
+        check_close(got, exp, f"the gradient of {name}", kind="network", case=where)
+
+
+def _unet_visible(gen, device):
+    config = (3, NUM_CLASSES, 8, 3)
+    for shape in ((2, 3, 64, 64), (1, 3, 37, 50), (2, 3, 45, 27)):
+        yield _unet_case(gen, device, config, shape, tags=("odd-size",), values=False)
+    yield _unet_case(gen, device, config, (2, 3, 32, 32))
+    yield _unet_case(gen, device, (3, 2, 4, 2), (2, 3, 8, 12), train=True)
+    yield _unet_case(gen, device, (1, 2, 4, 1), (1, 1, 6, 10), dtype=torch.float64)
+    yield _unet_case(gen, device, (3, 2, 4, 2), (0, 3, 8, 8), tags=("empty",))
+
+
+def _unet_hidden(gen, device):
+    yield _unet_case(gen, device, (3, 5, 8, 3), (2, 3, 32, 48))
+    yield _unet_case(gen, device, (1, 2, 4, 2), (3, 1, 12, 20), dtype=torch.float64)
+    yield _unet_case(gen, device, (3, 4, 4, 4), (1, 3, 32, 32))
+    yield _unet_case(gen, device, (2, 3, 4, 1), (2, 2, 6, 10), train=True)
+    yield _unet_case(gen, device, (3, 5, 8, 3), (0, 3, 16, 16), tags=("empty",))
+    for config, shape in (((3, 5, 4, 3), (1, 3, 37, 50)), ((1, 2, 4, 2), (2, 1, 13, 7)),
+                          ((3, 3, 4, 4), (1, 3, 70, 33))):
+        yield _unet_case(gen, device, config, shape, tags=("odd-size",), values=False)
+
+
+UNET = Exercise("unet", None, COURSE, _unet_visible, _unet_hidden, title="UNet.forward",
+                compare=close("network", hint="Check that each level concatenates torch.cat([skip, "
+                              "upsampled], dim=1) (skip first), that the skips are used in reverse order "
+                              "(deepest first), and that the head is applied last"),
+                extra=(_count_parameters, _unet_gradients))
+check_unet_visible, check_unet_hidden = UNET.checks()
 
 
 # ------------------------------------------------------------ pixel_cross_entropy
-def _check_loss_case(fn, logits: Tensor, target: Tensor, ignore_index: int | None, case: str,
-                     show: bool) -> None:
-    args = (logits, target) if ignore_index is None else (logits, target, ignore_index)
-    out = call_student(fn, args, FORBIDDEN_LOSS, "pixel_cross_entropy", case)
-    check_tensor(out, "pixel_cross_entropy", shape=(), dtype=logits.dtype, device=logits.device, case=case)
-    if not torch.isfinite(out):
-        hint = ("guard the division when no pixel counts" if "ignored" in case or "empty" in case
+def _loss_case(gen, device, name, N, C, H, W, *, dtype=torch.float32, scale=3.0, ignored=0.2, ignore=None,
+               tags=(), show=False, grad=()):
+    logits = (scale * torch.randn(N, C, H, W, generator=gen, dtype=torch.float64)).to(device, dtype)
+    label = torch.randint(0, C, (N, H, W), generator=gen)
+    label = torch.where(torch.rand(N, H, W, generator=gen) < ignored, 255 if ignore is None else ignore, label)
+    args = (logits, label.to(device)) + (() if ignore is None else (ignore,))
+    return Case(name, args, _tags(dtype, *tags), show=show, grad=grad)
+
+
+def _require_finite(out: Tensor, case: Case, name: str) -> None:
+    if not torch.isfinite(out).all():
+        hint = ("guard the division when no pixel counts" if {"all-ignored", "empty"} & set(case.tags)
                 else "use log_softmax: log(softmax(z)) overflows for large logits")
-        fail(f"pixel_cross_entropy returned {float(out)} on {case}; {hint}")
-    expected = _reference_loss(logits, target, 255 if ignore_index is None else ignore_index)
-    tol = dict(rtol=1e-5, atol=1e-6) if logits.dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
-    check_close(out, expected, "pixel_cross_entropy", case=case, show=show, **tol)
+        fail(f"{name} returned {float(out)} on {case.name}; {hint}")
 
 
-def check_pixel_cross_entropy_visible(pixel_cross_entropy, device) -> None:
-    """Uniform logits (loss log C), a worked two-pixel example, an ignored pixel."""
+def _loss_visible(gen, device):
     zeros = torch.zeros(2, 4, 3, 3, device=device)
-    target = torch.randint(0, 4, (2, 3, 3), generator=fresh_generator()).to(device)
-    _check_loss_case(pixel_cross_entropy, zeros, target, None,
-                     "all-zero logits for 4 classes (every class has probability 1/4: loss log 4 = 1.386)",
-                     show=True)
+    target = torch.randint(0, 4, (2, 3, 3), generator=gen).to(device)
+    yield Case("all-zero logits for 4 classes (every class has probability 1/4: loss log 4 = 1.386)",
+               (zeros, target), show=True)
     # pixel 1: logits (2, 0, 0), class 0 -> log(1 + 2 e^-2) = 0.2395
     # pixel 2: logits (0, 0, 2), class 1 -> log(2 + e^2) = 2.2395; mean 1.2395
-    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 2.0]], device=device)  # [C=3, 2 pixels]
-    logits = logits[None, :, None, :]  # [1, 3, 1, 2]
-    _check_loss_case(pixel_cross_entropy, logits, torch.tensor([[[0, 1]]], device=device), None,
-                     "two pixels with logits (2, 0, 0), class 0 and (0, 0, 2), class 1: "
-                     "mean of 0.2395 and 2.2395 = 1.2395", show=True)
-    _check_loss_case(pixel_cross_entropy, logits, torch.tensor([[[0, 255]]], device=device), None,
-                     "the same two pixels with the second one ignored (label 255): 0.2395", show=True)
-    print("pixel_cross_entropy: visible checks passed")
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 2.0]], device=device)[None, :, None, :]  # [1, 3, 1, 2]
+    two = "two pixels with logits (2, 0, 0), class 0 and (0, 0, 2), class 1"
+    yield Case(f"{two}: mean of 0.2395 and 2.2395 = 1.2395", (logits, torch.tensor([[[0, 1]]], device=device)),
+               show=True)
+    yield Case("the same two pixels with the second one ignored (label 255): 0.2395",
+               (logits, torch.tensor([[[0, 255]]], device=device)), show=True)
+    yield Case(f"{two}, in float64: 1.2395", (logits.double(), torch.tensor([[[0, 1]]], device=device)),
+               ("float64",), show=True)
+    yield Case("the same two pixels with logits x 500 (finite: 0.5 * 1000 = 500)",
+               (500 * logits, torch.tensor([[[0, 1]]], device=device)), ("large",), show=True)
+    yield Case("the same two pixels with ignore_index=-100 and the first one ignored: 2.2395",
+               (logits, torch.tensor([[[-100, 1]]], device=device), -100), ("ignore-index",), show=True)
+    yield Case("the same two pixels, both ignored: the loss is 0, not 0/0 = NaN",
+               (logits, torch.tensor([[[255, 255]]], device=device)), ("all-ignored",), show=True)
+    yield Case("an empty batch (logits [0, 3, 1, 2]): the loss is 0", (logits[:0], torch.zeros(0, 1, 2, dtype=torch.int64,
+                                                                      device=device)), ("empty",), show=True)
+    yield _loss_case(gen, device, "the gradient with respect to small random logits [1, 3, 2, 2], float64",
+                     1, 3, 2, 2, dtype=torch.float64, tags=("gradient",), grad=(0,))
 
 
-@hidden_check  # no points under autograde without the course's tamper scan
-def check_pixel_cross_entropy_hidden(pixel_cross_entropy, device) -> None:
-    """Fresh random logits and labels with ignored pixels, float32 and float64,
-    large logits, another ignore_index, all pixels ignored, an empty batch and
-    the gradient, compared with the reference."""
-    gen = fresh_generator()
-
-    def labels(N, C, H, W, ignore, frac=0.2):
-        t = torch.randint(0, C, (N, H, W), generator=gen)
-        return torch.where(torch.rand(N, H, W, generator=gen) < frac, ignore, t).to(device)
-
-    def logits(N, C, H, W, dtype, scale=3.0):
-        return (scale * torch.randn(N, C, H, W, generator=gen, dtype=torch.float64)).to(device, dtype)
-
-    fn = pixel_cross_entropy
-    _check_loss_case(fn, logits(4, 5, 16, 16, torch.float32), labels(4, 5, 16, 16, 255), None,
-                     "random logits [4, 5, 16, 16], 20% of pixels ignored, float32", show=False)
-    _check_loss_case(fn, logits(2, 3, 7, 9, torch.float64), labels(2, 3, 7, 9, 255), None,
-                     "random logits [2, 3, 7, 9], 20% of pixels ignored, float64", show=False)
-    _check_loss_case(fn, logits(2, 21, 8, 8, torch.float32), labels(2, 21, 8, 8, 255, 0.0), None,
-                     "21 classes, no ignored pixel", show=False)
-    _check_loss_case(fn, logits(2, 4, 6, 6, torch.float32, 500.0), labels(2, 4, 6, 6, 255), None,
-                     "large logits (up to about 2000): must stay finite", show=False)
-    _check_loss_case(fn, logits(2, 4, 6, 6, torch.float32), labels(2, 4, 6, 6, -100), -100,
-                     "ignore_index=-100 (another label to skip)", show=False)
-    _check_loss_case(fn, logits(1, 3, 4, 4, torch.float32), torch.full((1, 4, 4), 255, device=device),
-                     None, "every pixel ignored (the loss is 0, not 0/0 = NaN)", show=False)
-    _check_loss_case(fn, logits(0, 3, 4, 4, torch.float32), labels(0, 3, 4, 4, 255), None,
-                     "an empty batch (the loss is 0)", show=False)
-    _check_loss_gradient(fn, logits(2, 5, 6, 7, torch.float64), labels(2, 5, 6, 7, 255))
-    print("pixel_cross_entropy: hidden checks passed")
+def _loss_hidden(gen, device):
+    f64 = torch.float64
+    yield _loss_case(gen, device, "random logits [4, 5, 16, 16], 20% of pixels ignored, float32", 4, 5, 16, 16)
+    yield _loss_case(gen, device, "random logits [2, 3, 7, 9], 20% of pixels ignored, float64", 2, 3, 7, 9, dtype=f64)
+    yield _loss_case(gen, device, "21 classes, no ignored pixel", 2, 21, 8, 8, ignored=0.0)
+    yield _loss_case(gen, device, "large logits (up to about 2000): must stay finite", 2, 4, 6, 6, scale=500.0,
+                     tags=("large",))
+    yield _loss_case(gen, device, "ignore_index=-100 (another label to skip)", 2, 4, 6, 6, ignore=-100,
+                     tags=("ignore-index",))
+    yield _loss_case(gen, device, "every pixel ignored (the loss is 0, not 0/0 = NaN)", 1, 3, 4, 4, ignored=1.0,
+                     tags=("all-ignored",))
+    yield _loss_case(gen, device, "an empty batch (the loss is 0)", 0, 3, 4, 4, tags=("empty",))
+    yield _loss_case(gen, device, "the gradient with respect to the logits (float64, 20% ignored)", 2, 5, 6, 7,
+                     dtype=f64, tags=("gradient",), grad=(0,))
 
 
-def _check_loss_gradient(fn, logits: Tensor, target: Tensor) -> None:
-    case = "the gradient with respect to the logits (float64, 20% ignored)"
-
-    def forward(logits, target):
-        logits.requires_grad_()
-        return fn(logits, target), logits
-
-    out, leaf = call_student(forward, (logits, target), FORBIDDEN_LOSS, "pixel_cross_entropy", case)
-    check_tensor(out, "pixel_cross_entropy", shape=(), dtype=logits.dtype, device=logits.device, case=case)
-    (grad,) = _gradients(out, [leaf], torch.ones_like(out), "pixel_cross_entropy", ["the logits"])
-    ref = logits.clone().requires_grad_()
-    expected = torch.autograd.grad(_reference_loss(ref, target), ref)[0]
-    check_close(grad, expected, "the gradient of pixel_cross_entropy", case=case, rtol=1e-8, atol=1e-10)
+PIXEL_CROSS_ENTROPY = Exercise("pixel_cross_entropy", _reference_loss, COURSE + policy.NLL_LOSS, _loss_visible,
+                               _loss_hidden, close("arithmetic"), require=_require_finite)
+check_pixel_cross_entropy_visible, check_pixel_cross_entropy_hidden = PIXEL_CROSS_ENTROPY.checks()
 
 
 # ------------------------------------------------------------------ trained model
-def held_out_seeds(n: int) -> list[int]:
-    """``n`` scene seeds drawn from the operating system: new at every grading run,
-    and never a seed of ``SegmentationScenes(..., seed=s)`` for a small ``s``."""
-    lo, hi = _HELD_OUT_SEEDS
-    return [lo + int.from_bytes(os.urandom(8), "little") % (hi - lo) for _ in range(n)]
-
-
-def _model_device(model: nn.Module) -> torch.device | None:
-    p = next(model.parameters(), None)
-    return None if p is None else p.device
-
-
 def _predict(model: nn.Module, images: Tensor, case: str) -> Tensor:
     """The student's model in eval mode, without gradients, under the guard.
     Returns the predicted labels [N, H, W]."""
-
-    def forward(images):
-        with torch.no_grad():
-            return model(images)
-
-    logits = call_student(forward, (images,), FORBIDDEN_MODEL, "model", case)
+    logits = call_student(models.without_grad(model), (images,), COURSE, "model", case, names=["the images"])
     N, _, H, W = images.shape
     check_tensor(logits, "model", shape=(N, NUM_CLASSES, H, W), device=images.device, case=case)
     if not logits.is_floating_point():
@@ -577,18 +360,21 @@ def _evaluate(model, device, n: int, batch_size: int = 32) -> tuple[float, Tenso
     if not isinstance(model, nn.Module):
         fail(f"model must be an nn.Module (your trained U-Net), got {type(model).__name__}")
     device = torch.empty(0, device=device).device  # "cuda" -> "cuda:0", as a parameter reports it
-    where = _model_device(model)
+    where = models.module_device(model)
     if where is not None and where != device:
         fail(f"model is on {where}, expected it on {device}; train it with "
              "device=device (or call model.to(device))")
     nn.Module.train(model, False)  # eval mode, even if a subclass redefines eval()/train()
-    seeds = held_out_seeds(n)
     kwargs = dict(_SCENE_ITEMS)
-    images = torch.stack([make_scene(s, **kwargs).image for s in seeds]).to(device)  # [n, 3, H, W]
-    preds = torch.cat([_predict(model, chunk, f"{n} new scenes")
-                       for chunk in images.split(batch_size)])  # [n, H, W]
-    # The labels are made only now, after every prediction: nothing the model could read.
-    labels = torch.stack([make_scene(s, **kwargs).semantic for s in seeds]).to(device)  # [n, H, W]
+
+    def predict(images: list[Tensor]) -> tuple[Tensor, Tensor]:
+        images = torch.stack(images).to(device)  # [n, 3, H, W]
+        preds = [_predict(model, chunk, f"{n} new scenes") for chunk in images.split(batch_size)]
+        return images, torch.cat(preds)  # [n, H, W]
+
+    (images, preds), labels = predict_then_label(held_out_seeds(n), lambda s: make_scene(s, **kwargs).image,
+                                                 predict, lambda s: make_scene(s, **kwargs).semantic)
+    labels = torch.stack(labels).to(device)  # [n, H, W]
     return float(_reference_mean_iou(preds, labels, NUM_CLASSES)), images, preds
 
 
@@ -599,6 +385,7 @@ def _require_threshold(miou: float, n: int) -> None:
              "and check the model in eval mode on a validation set")
 
 
+@graded
 def check_trained_model_visible(model, device) -> None:
     """The model returns logits [N, C, H, W] on the device and reaches the
     threshold on 128 new scenes."""
@@ -608,7 +395,7 @@ def check_trained_model_visible(model, device) -> None:
     print("trained model: visible checks passed")
 
 
-@hidden_check  # no points under autograde without the course's tamper scan
+@graded
 def check_trained_model_hidden(model, device) -> None:
     """Predictions that do not depend on the other images in a batch, and the
     threshold on 256 new scenes."""
