@@ -37,6 +37,7 @@ from ..models.detection import BackboneWithFPN, FasterRCNN, FasterRCNNConfig, Sh
 from ..train import predict
 from ..train_detection import DetectionHistory, fit_detector
 
+
 MODEL_NAMES = ("faster_rcnn", "torchvision")
 _RECIPE_VERSION = 1  # bump when the training recipe changes: old cache files stop matching
 
@@ -286,7 +287,46 @@ def trained_detector(name: str = "faster_rcnn", setup: DetectionSetup = Detectio
     return model
 
 
+def time_two_stage(faster_rcnn: nn.Module, images: list[Tensor], rcnn_images: int = 1,
+                   config: FasterRCNNConfig = FasterRCNNConfig()) -> list[dict]:
+    """Inference time per image of R-CNN, Fast R-CNN and Faster R-CNN (eval mode, CPU).
+
+    R-CNN and Fast R-CNN use the ~2,000 sliding-window proposals of
+    :func:`cv_course.models.detection.sliding_window_proposals` and the shape
+    classifier's body (untrained heads with a score threshold of 1, so no time goes
+    into post-processing their arbitrary scores: what is timed is the network work).
+    R-CNN runs on the first ``rcnn_images`` images only (it is that slow).
+
+    Returns:
+        list of dicts ``name``, ``seconds_per_image``, ``cnn_passes_per_image``,
+        ``proposals_per_image``.
+    """
+    from ..models.detection import RCNN, FastRCNN, sliding_window_proposals
+
+    size = tuple(images[0].shape[-2:])
+    n_windows = sliding_window_proposals(size).shape[0]
+    quiet = config.replace(box_score_thresh=1.0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        models = [("R-CNN", RCNN(config.num_classes, quiet), images[:rcnn_images], n_windows),
+                  ("Fast R-CNN", FastRCNN(config.num_classes, quiet), images, 1),
+                  ("Faster R-CNN", faster_rcnn, images, 1)]
+    rows = []
+    for name, model, ims, passes in models:
+        model.eval()
+        with torch.no_grad():
+            model(ims[:1])  # warm-up
+            start = time.perf_counter()
+            for im in ims:  # one image at a time: time per image, not per batch
+                model([im])
+            seconds = (time.perf_counter() - start) / len(ims)
+        proposals = config.rpn_post_nms_top_n[1] if name == "Faster R-CNN" else n_windows
+        rows.append({"name": name, "seconds_per_image": seconds,
+                     "cnn_passes_per_image": passes, "proposals_per_image": proposals})
+    return rows
+
+
 __all__ = ["MODEL_NAMES", "DetectionSetup", "DetectionResult", "make_scenes", "dihedral_augment",
            "build_backbone", "build_detector", "torchvision_faster_rcnn", "detection_map",
            "train_loader", "warmup_cosine", "train_detector", "evaluate_detector",
-           "trained_detector"]
+           "trained_detector", "time_two_stage"]

@@ -1,0 +1,95 @@
+"""Faster R-CNN + FPN on generated scenes: ours against torchvision's, same backbone and budget.
+
+Trains our :class:`cv_course.models.detection.FasterRCNN` and torchvision's
+``FasterRCNN`` class (built around the same backbone + FPN, every setting
+matched, nothing downloaded) with the same loop, data, batch order, optimiser
+and schedule, prints one progress line per epoch, then the COCO mAP of each on
+500 held-out scenes, the training time, images/s and the ratios ours/theirs.
+Finally the R-CNN / Fast R-CNN / Faster R-CNN inference-time comparison.
+
+    .venv/bin/python benchmarks/detection.py [--threads 2] [--epochs 4] [--n-train 1024]
+        [--models faster_rcnn,torchvision] [--no-two-stage-timing]
+
+Wall times on a shared CPU depend on what else runs: the load average is printed
+with each model, and only the ratios (measured in one process) compare the models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from dataclasses import replace
+
+import torch
+
+from cv_course.experiments.detection import (
+    MODEL_NAMES,
+    DetectionSetup,
+    evaluate_detector,
+    make_scenes,
+    time_two_stage,
+    train_detector,
+)
+from cv_course.models.detection import FasterRCNNConfig
+
+
+def main() -> None:
+    default = DetectionSetup()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODEL_NAMES))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=default.epochs)
+    parser.add_argument("--n-train", type=int, default=default.n_train)
+    parser.add_argument("--n-val", type=int, default=default.n_val)
+    parser.add_argument("--no-two-stage-timing", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    setup = replace(default, epochs=args.epochs, n_train=args.n_train, n_val=args.n_val)
+    config = FasterRCNNConfig()
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, {args.threads} thread(s), load average "
+          f"{os.getloadavg()[0]:.1f}")
+    print(setup)
+    t0 = time.perf_counter()
+    train = make_scenes(setup.n_train, setup.data_seed, setup)
+    val = make_scenes(setup.n_val, setup.data_seed + 1, setup)
+    print(f"generated {setup.n_train} + {setup.n_val} scenes in {time.perf_counter() - t0:.1f} s",
+          flush=True)
+
+    rows = {}
+    for name in args.models.split(","):
+        load = os.getloadavg()[0]
+        print(f"--- {name}", flush=True)
+        r = train_detector(name, setup, config, data=train, progress=True)
+        m = evaluate_detector(r.model, *val)
+        rows[name] = (r, m)
+        print(f"{name}: mAP {m['map']:.3f}, mAP@0.5 {m['map_50']:.3f}, mAP@0.75 {m['map_75']:.3f}; "
+              f"train {r.train_seconds:.0f} s ({r.history.images_per_second:.1f} img/s, "
+              f"{r.seconds_per_step:.3f} s/step); inference {1000 * m['seconds_per_image']:.1f} "
+              f"ms/img (load average {load:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
+
+    print("\n| model | mAP@[.5:.95] | mAP@0.5 | train (s) | img/s | s/step | inference ms/img |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, (r, m) in rows.items():
+        print(f"| {name} | {m['map']:.3f} | {m['map_50']:.3f} | {r.train_seconds:.0f} | "
+              f"{r.history.images_per_second:.1f} | {r.seconds_per_step:.3f} | "
+              f"{1000 * m['seconds_per_image']:.1f} |")
+    if {"faster_rcnn", "torchvision"} <= rows.keys():
+        (ours, mo), (theirs, mt) = rows["faster_rcnn"], rows["torchvision"]
+        print(f"\nours / torchvision: mAP {mo['map'] - mt['map']:+.3f} (difference), "
+              f"mAP@0.5 {mo['map_50'] - mt['map_50']:+.3f}, time per training step "
+              f"{ours.seconds_per_step / theirs.seconds_per_step:.2f}x, inference per image "
+              f"{mo['seconds_per_image'] / mt['seconds_per_image']:.2f}x")
+
+    if not args.no_two_stage_timing and "faster_rcnn" in rows:
+        print("\n| detector | proposals / image | CNN passes / image | inference s/img |")
+        print("|---|---:|---:|---:|")
+        for row in time_two_stage(rows["faster_rcnn"][0].model, val[0][:8], config=config):
+            print(f"| {row['name']} | {row['proposals_per_image']} | "
+                  f"{row['cnn_passes_per_image']} | {row['seconds_per_image']:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
