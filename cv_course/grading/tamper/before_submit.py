@@ -11,17 +11,17 @@ from .notebook import withheld
 from .rules import rules_markdown
 
 
-def check_before_submitting(notebook: str) -> bool:
+def check_before_submitting(notebook: str) -> None:
     """Scan the saved ``notebook`` (a path, relative to the notebook's folder) as
     the grader will and print what it would withhold. Returns True when nothing
     would be."""
     if os.environ.get("NBGRADER_EXECUTION"):
         print("Skipped while grading: the grader runs its own scan.")
-        return True
+        return
     if not os.path.exists(notebook):
         print(f"Cannot find {notebook} next to this notebook; run this cell from the notebook you submit, "
               "under its released name.")
-        return False
+        return
     with open(notebook, encoding="utf-8") as f:
         nb = json.load(f)
     for cell in nb["cells"]:  # the file stores sources as lists of lines
@@ -32,11 +32,10 @@ def check_before_submitting(notebook: str) -> bool:
     held = withheld(nb)
     if not held:
         print("Nothing would be withheld: the tamper scan finds nothing in your cells.")
-        return True
+        return
     for exercise in held:
         print(f"\n{exercise.name} ({exercise.points:g} points) would be withheld, because of:")
         for finding in exercise.findings:
             print(f"  - {finding}")
     print("\nRemove that code (no exercise needs it), save, and run this cell again. The rules: "
           + rules_markdown().replace("`", ""))
-    return False
