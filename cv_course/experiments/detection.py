@@ -32,8 +32,8 @@ from torch.utils.data import DataLoader
 from ..data import DetectionScenes, detection_collate
 from ..device import one_thread
 from ..models.classifier import default_cache_dir, shapes_classifier
-from ..ops import grid_anchors
 from ..models.detection import BackboneWithFPN, FasterRCNN, FasterRCNNConfig, ShapeBackbone
+from ..ops import grid_anchors
 from ..train import predict
 from ..train_detection import DetectionHistory, fit_detector
 
