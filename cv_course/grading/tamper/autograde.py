@@ -60,12 +60,14 @@ class TamperScan(Execute):
                 cell = nb.cells[f.cell]
                 originals.setdefault(f.cell, cell.source)
                 cell.source = stub_source(originals[f.cell])
-        with _marked():
-            nb, resources = super().preprocess(nb, resources)
-        for index, source in originals.items():
-            nb.cells[index].source = source
-            nb.cells[index].outputs = [new_output(
-                "stream", name="stdout", text="Not run while grading: the tamper scan withheld this cell.\n")]
+        try:
+            with _marked():
+                nb, resources = super().preprocess(nb, resources)
+        finally:  # the student's code, for the instructor to read
+            for index, source in originals.items():
+                nb.cells[index].source = source
+                nb.cells[index].outputs = [new_output(
+                    "stream", name="stdout", text="Not run while grading: the tamper scan withheld this cell.\n")]
         for exercise in held:
             message = withheld_message(exercise)
             self.log.warning("Tamper scan: %s", message)
