@@ -10,9 +10,15 @@
   on every notebook page, launch buttons or not.
 - **One thebe configuration per page.** sphinx-thebe adds its inline
   ``const THEBE_JS_URL = ...`` script each time Sphinx emits
-  ``env-before-read-docs``; an incremental build emits it again, and the second
-  copy throws "Identifier 'THEBE_JS_URL' has already been declared". Duplicate
-  scripts are dropped from every page.
+  ``env-before-read-docs``, once with ``filename=None`` in the builder and once
+  with ``filename=""`` from the registry, so every page declared the constant
+  twice and threw "Identifier 'THEBE_JS_URL' has already been declared" (and
+  sphinx-togglebutton's selector is doubled the same way). Inline scripts with
+  the same body are kept once.
+- **A theme mode from the start.** The theme's head script sets the page's
+  light/dark mode from ``localStorage`` or an empty default; on a reader's first
+  visit it is empty and the theme logs "Got invalid theme mode" as a console
+  error. An inline script makes the empty mode "auto" (follow the system).
 """
 
 from __future__ import annotations
@@ -64,14 +70,19 @@ def offer_notebook(app, pagename, templatename, context, doctree) -> None:
 def drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> None:
     seen, kept = set(), []
     for script in context.get("script_files", []):
-        key = (getattr(script, "filename", script), repr(sorted(getattr(script, "attributes", {}).items())))
+        key = (getattr(script, "filename", script) or "", repr(sorted(getattr(script, "attributes", {}).items())))
         if key not in seen:
             seen.add(key)
             kept.append(script)
-    context["script_files"] = kept
+    context["script_files"][:] = kept  # in place: it is the builder's list, which others extend
+
+
+AUTO_MODE_JS = ("if (!document.documentElement.dataset.mode) "
+                "{ document.documentElement.dataset.mode = 'auto'; }")
 
 
 def setup(app):
+    app.add_js_file(None, body=AUTO_MODE_JS, priority=1)  # before the theme's deferred script
     app.connect("builder-inited", build_assignment_zips)
     app.connect("html-page-context", offer_notebook, priority=450)  # before the theme's buttons (501)
     app.connect("html-page-context", drop_duplicate_scripts, priority=900)

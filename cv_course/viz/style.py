@@ -75,8 +75,12 @@ def overlapping_labels(fig) -> list[tuple[str, str]]:
             if box_a.overlaps(box_b)]
 
 
-def glue_figure(name: str, fig=None, min_text_px: float = MIN_TEXT_PX) -> None:
+def glue_figure(name: str, fig=None, min_text_px: float = MIN_TEXT_PX,
+                check_overlap: bool = True) -> None:
     """Show ``fig`` (default: the current figure) and glue it as ``name`` for a ``{glue:figure}``.
+
+    ``check_overlap=False`` is for figures whose subject is overlap itself (two
+    near-duplicate boxes whose score tags touch); say so where it is passed.
 
     Raises:
         ValueError: if the smallest text would be under ``min_text_px`` CSS pixels in
@@ -94,7 +98,7 @@ def glue_figure(name: str, fig=None, min_text_px: float = MIN_TEXT_PX) -> None:
             f"figure {name!r}: text {text[:40]!r} would be {px:.1f} px tall in the "
             f"{COLUMN_PX} px column (at least {min_text_px:g} px is legible); the figure is "
             f"{w:g} x {h:g} in: make it narrower or its fonts larger")
-    clashes = overlapping_labels(fig)
+    clashes = overlapping_labels(fig) if check_overlap else []
     if clashes:
         raise ValueError(f"figure {name!r}: boxed labels overlap: {clashes[:3]}; move them apart")
     glue(name, fig, display=True)  # shown here and pasted, numbered, where the chapter says
