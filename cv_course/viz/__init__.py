@@ -34,3 +34,26 @@ __all__ = [
     "show_values",
     "to_hwc",
 ]
+
+# Two-stage detection figures (issue 9, section 5).
+from .detection import (
+    anchor_labels,
+    anchor_viewer,
+    draw_bilinear_sample,
+    draw_cell_anchors,
+    draw_feature_grid,
+    draw_roi_align,
+    draw_roi_pool,
+    roi_pool_bins,
+)
+
+__all__ += [
+    "anchor_labels",
+    "anchor_viewer",
+    "draw_bilinear_sample",
+    "draw_cell_anchors",
+    "draw_feature_grid",
+    "draw_roi_align",
+    "draw_roi_pool",
+    "roi_pool_bins",
+]
