@@ -102,6 +102,9 @@ def nll_fgsm(model, images, labels, eps):
     return torch.clamp(images + eps * x.grad.sign(), 0.0, 1.0)
 
 
+HONEST = {"saliency": honest_saliency, "grad_cam": honest_grad_cam, "fgsm": honest_fgsm}  # for test_grading.py
+
+
 @pytest.mark.parametrize("saliency,grad_cam,fgsm", [
     (honest_saliency, honest_grad_cam, honest_fgsm),
     (loop_saliency, backward_hook_grad_cam, nll_fgsm),
@@ -299,7 +302,7 @@ def _hook_left_grad_cam(model, layer, images, target):
 CHEATS_GRAD_CAM = {
     "cv_course reference": (lambda m, l, x, t: cv_course.interpret.grad_cam(m, l, x, t),
                             "cv_course.interpret"),
-    "no ReLU": (lambda m, l, x, t: honest_grad_cam(m, l, x, t, relu=False), "wrong values"),
+    "no ReLU": (lambda m, l, x, t: honest_grad_cam(m, l, x, t, relu=False), "negative values.*ReLU"),
     "gradient times activation, not averaged": (lambda m, l, x, t: honest_grad_cam(m, l, x, t, average=False),
                                                 "wrong values"),
     "CAM from the last linear layer": (_cam, "wrong values|raised|shape"),
@@ -365,7 +368,7 @@ CHEATS_FGSM = {
     "the score, not the loss": (_score_fgsm, "wrong values"),
     "the gradient, not its sign": (_gradient_step_fgsm, "less than eps|wrong values"),
     "random signs": (lambda m, x, y, e: (x + e * torch.randn_like(x).sign()).clamp(0, 1), "wrong values"),
-    "a fixed eps": (lambda m, x, y, e: honest_fgsm(m, x, y, 8 / 255), "wrong values|more than eps"),
+    "a fixed eps": (lambda m, x, y, e: honest_fgsm(m, x, y, 8 / 255), "wrong values|more than eps|less than eps"),
     "changes the images in place": (_in_place_fgsm, "modified its input"),
     "leaves .grad": (_grads_left_fgsm, r"\.grad"),
     "no eval mode": (lambda m, x, y, e: _grads_left_fgsm(m.train(), x, y, e), r"mode|buffers|\.grad"),
