@@ -300,12 +300,12 @@ def test_greedy_match_equals_cocos_loop(seed):
     crowd = torch.rand(I, G, generator=g) < 0.3
     ignore |= crowd[:, None]
     matched, matched_ignored = greedy_match(iou, thresholds, ignore, crowd)
-    assert matched.shape == (I, A, len(thresholds), D)
+    assert matched.shape == (I, D, A, len(thresholds))
     for i in range(I):
         for a in range(A):
             for t, thr in enumerate(thresholds.tolist()):
                 m, mi = greedy_match_loop(iou[i], thr, ignore[i, a], crowd[i])
-                assert torch.equal(matched[i, a, t], m) and torch.equal(matched_ignored[i, a, t], mi)
+                assert torch.equal(matched[i, :, a, t], m) and torch.equal(matched_ignored[i, :, a, t], mi)
 
 
 def test_box_iou_crowd_vs_box_iou_and_pycocotools():

@@ -101,8 +101,8 @@ def precision_recall(pred_boxes, pred_scores, gt_boxes, iou_threshold: float = 0
     I, _, G = iou.shape
     no_ignore = torch.zeros(I, 1, G, dtype=torch.bool, device=iou.device)
     thr = torch.tensor([float(iou_threshold)], dtype=torch.float64, device=iou.device)
-    matched, _ = greedy_match(iou, thr, no_ignore, no_ignore[:, 0])  # [I, 1, 1, D]
-    tp = torch.cat([matched[i, 0, 0, : len(s)] for i, s in enumerate(scores)])  # [D], image by image
+    matched, _ = greedy_match(iou, thr, no_ignore, no_ignore[:, 0])  # [I, D, 1, 1]
+    tp = torch.cat([matched[i, : len(s), 0, 0] for i, s in enumerate(scores)])  # [D], image by image
     score, order = torch.sort(torch.cat(scores), descending=True, stable=True)  # [D]
     tp = tp[order].double().cumsum(0)  # [D] true positives so far
     rank = torch.arange(1, tp.numel() + 1, dtype=torch.float64, device=tp.device)  # [D]

@@ -28,7 +28,6 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
-from ...ops.boxes import _safe_div
 from .ap import coco_linspace, interpolate
 from .inputs import check_image, check_lists, check_values
 from .matching import greedy_match
@@ -166,35 +165,59 @@ def evaluate(predictions: list[dict], targets: list[dict], iou_type: str = "bbox
     low, high = (torch.tensor(b, dtype=torch.float64, device=device) for b in zip(*AREA_RANGES.values()))
     outside = lambda a: (a[..., None] < low) | (a[..., None] > high)  # noqa: E731  [..., A]
     gt_ignore = (crowd[..., None] | outside(gt_area) | ~real_gt[..., None]).transpose(1, 2)  # [I, A, G]
-    matched, matched_ignored = greedy_match(iou, iou_thr, gt_ignore, crowd)  # [I, A, T, D] each
+    matched, matched_ignored = greedy_match(iou, iou_thr, gt_ignore, crowd)  # [I, D, A, T] each
 
     # 3. True / false positives of every detection, then the curves per class.
-    matched = matched.permute(0, 3, 1, 2)[kept]  # [N', A, T], image by image
-    matched_ignored = matched_ignored.permute(0, 3, 1, 2)[kept]  # [N', A, T]
+    where = kept.flatten().nonzero().flatten()  # [N'] the kept detections, image by image
+    pick = lambda x: x.flatten(0, 1).index_select(0, where)  # noqa: E731  [I, D, ...] -> [N', ...]
+    matched, matched_ignored = pick(matched), pick(matched_ignored)  # [N', A, T]
+    score, label, rank, det_area = pick(score), pick(label), pick(rank), pick(det_area)  # [N']
     # Unmatched detections outside the area range are ignored too, not false positives.
-    ignored = matched_ignored | (~matched & outside(det_area[kept])[:, :, None])  # [N', A, T]
-    tp, fp = matched & ~ignored, ~matched & ~ignored  # [N', A, T]
-    classes = torch.unique(torch.cat([label[kept], gt_label[real_gt]]))  # [K], sorted
+    ignored = matched_ignored | (~matched & outside(det_area)[:, :, None])  # [N', A, T]
+    tp = matched & ~ignored  # [N', A, T]; false positives are ~matched & ~ignored
+    classes = torch.unique(torch.cat([label, gt_label[real_gt]]))  # [K], sorted
     counted = ~gt_ignore.transpose(1, 2)[real_gt]  # [G', A] ground truths that count
     num_gt = torch.zeros(len(classes), len(AREA_RANGES), dtype=torch.float64, device=device)
     num_gt.index_add_(0, torch.searchsorted(classes, gt_label[real_gt]), counted.double())  # [K, A]
-    return _accumulate(score[kept], torch.searchsorted(classes, label[kept]), rank[kept], tp, fp,
+    return _accumulate(score, torch.searchsorted(classes, label), rank, tp, ~ignored,
                        num_gt, classes, iou_thr, rec_thr, max_dets)
 
 
-def _at(values: Tensor, first: Tensor) -> Tensor:
-    """``values[first]`` where ``first < len(values)``, else 0 (a recall level never reached)."""
-    n = values.numel()
-    if n == 0:
-        return torch.zeros(first.shape, dtype=values.dtype, device=values.device)
-    return torch.where(first < n, values[first.clamp(max=n - 1)], 0.0)
+def _true_positives(tp: Tensor, counted: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Where the true positives of each curve are.
+
+    Args:
+        tp (Tensor[C, n], bool): true positives of C curves over n detections sorted by score.
+        counted (Tensor[C, n], bool): detections that count (true or false positive, not ignored).
+    Returns:
+        count (Tensor[C]): number of true positives of each curve.
+        position (Tensor[C, P]): index in n of each curve's p-th true positive (0 after count).
+        seen (Tensor[C, P]): detections counted up to and including it (0 after count).
+    """
+    C, n = tp.shape
+    count = tp.sum(1)  # [C]
+    P = max(int(count.max()) if C and n else 0, 1)
+    row, col = tp.nonzero(as_tuple=True)  # row by row, each row's true positives in order
+    p = torch.arange(row.numel(), device=tp.device) - (count.cumsum(0) - count)[row]  # [nnz]
+    position = torch.zeros(C, P, dtype=torch.long, device=tp.device)
+    seen = torch.zeros(C, P, dtype=torch.long, device=tp.device)
+    position[row, p] = col
+    seen[row, p] = counted.cumsum(1, dtype=torch.int32)[row, col].long()
+    return count, position, seen
 
 
-def _accumulate(score, k_of_det, rank, tp, fp, num_gt, classes, iou_thr, rec_thr, max_dets):
+def _accumulate(score, k_of_det, rank, tp, counted, num_gt, classes, iou_thr, rec_thr, max_dets):
     """Precision-recall curves per (class, area range, max detections, threshold).
 
     Args: per detection, ``score``, class index ``k_of_det``, ``rank`` within its image and
-    class (all Tensor[N]), ``tp`` and ``fp`` (Tensor[N, A, T] bool); ``num_gt`` (Tensor[K, A]).
+    class (all Tensor[N]), ``tp`` and ``counted`` (not ignored) (Tensor[N, A, T] bool);
+    ``num_gt`` (Tensor[K, A]) ground truths that count.
+
+    Precision falls at every false positive and rises only at a true positive, and recall
+    grows only there: the p-th true positive, after ``seen`` counted detections, is the point
+    (recall p / num_gt, precision p / seen), and the interpolated precision at any recall
+    level is the best of these points at or beyond it. So only the true positives of each
+    curve are computed on, not every detection (COCO's ``accumulate`` walks them all).
     """
     T, R, K, A, M = len(iou_thr), len(rec_thr), len(classes), num_gt.shape[1], len(max_dets)
     device = score.device
@@ -206,21 +229,29 @@ def _accumulate(score, k_of_det, rank, tp, fp, num_gt, classes, iou_thr, rec_thr
     order = torch.sort(score, descending=True, stable=True).indices
     order = order[torch.sort(k_of_det[order], stable=True).indices]  # [N]
     ends = torch.bincount(k_of_det, minlength=K).cumsum(0).tolist()  # [K] end of each class
-    tp, fp = tp.permute(1, 2, 0).contiguous(), fp.permute(1, 2, 0).contiguous()  # [A, T, N]
-    levels = rec_thr.expand(A, T, R).contiguous()  # [A, T, R]
+    tp, counted = tp.reshape(-1, A * T), counted.reshape(-1, A * T)  # [N, C], one column per curve (a, t)
+    levels = rec_thr.expand(A * T, R).contiguous()  # [C, R]
     for k in range(K):  # each class has its own curves; everything inside is batched
-        undefined = (num_gt[k] == 0)[:, None, None]  # [A, 1, 1] no ground truth in this range
+        gt_count = num_gt[k].repeat_interleave(T)  # [C]
+        undefined = (gt_count == 0)[:, None]  # [C, 1] no ground truth in this area range
         in_class = order[(ends[k - 1] if k else 0): ends[k]]
         for m, max_det in enumerate(max_dets):
             idx = in_class[rank[in_class] < max_det]  # [n] detections scored with this cap
-            tp_sum = tp[:, :, idx].cumsum(-1, dtype=torch.float64)  # [A, T, n]
-            fp_sum = fp[:, :, idx].cumsum(-1, dtype=torch.float64)  # [A, T, n]
-            rc = tp_sum / num_gt[k].clamp(min=1)[:, None, None]  # [A, T, n]
-            pr = _safe_div(tp_sum, tp_sum + fp_sum)  # [A, T, n], 0 while only ignored ones were seen
-            q, first = interpolate(pr, rc, levels)  # [A, T, R] each
-            last = rc[..., -1] if idx.numel() else torch.zeros(A, T, dtype=torch.float64, device=device)
-            precision[:, :, k, :, m] = q.masked_fill(undefined, -1.0).permute(1, 2, 0)
-            scores[:, :, k, :, m] = _at(score[idx], first).masked_fill(undefined, -1.0).permute(1, 2, 0)
-            recall[:, k, :, m] = last.masked_fill(undefined[..., 0], -1.0).T
+            n = idx.numel()
+            rows = lambda x: x.index_select(0, idx).T.contiguous()  # noqa: E731  [N, C] -> [C, n]
+            count, position, seen = _true_positives(rows(tp), rows(counted))  # [C], [C, P], [C, P]
+            p = torch.arange(1, position.shape[1] + 1, dtype=torch.float64, device=device)  # [P]
+            real = p <= count[:, None]  # [C, P]
+            rc = torch.where(real, p / gt_count.clamp(min=1)[:, None], float("inf"))  # [C, P]
+            pr = torch.where(real, p / seen.clamp(min=1), 0.0)  # [C, P]
+            q, first = interpolate(pr, rc, levels)  # [C, R]: index of the true positive reached
+            # The detection where each level is reached (COCO: the first one for level 0).
+            at = torch.where(first < count[:, None], position.gather(1, first.clamp(max=p.numel() - 1)), n)
+            at = torch.where(levels <= 0, 0, at)  # [C, R]
+            ss = torch.where(at < n, score[idx][at.clamp(max=max(n - 1, 0))] if n else 0.0, 0.0)
+            rec = count / gt_count.clamp(min=1)  # [C]
+            precision[:, :, k, :, m] = q.masked_fill(undefined, -1.0).reshape(A, T, R).permute(1, 2, 0)
+            scores[:, :, k, :, m] = ss.masked_fill(undefined, -1.0).reshape(A, T, R).permute(1, 2, 0)
+            recall[:, k, :, m] = rec.masked_fill(undefined[:, 0], -1.0).reshape(A, T).T
     return CocoEvaluation(precision, recall, scores, iou_thr, rec_thr, classes,
                           tuple(AREA_RANGES), tuple(max_dets))

@@ -77,12 +77,12 @@ def greedy_match(iou: Tensor, thresholds: Tensor, gt_ignore: Tensor,
         gt_ignore (Tensor[I, A, G], bool): ground truths that do not count in area range a.
         gt_crowd (Tensor[I, G], bool): crowd regions.
     Returns:
-        matched (Tensor[I, A, T, D], bool): detection d matched a ground truth.
-        matched_ignored (Tensor[I, A, T, D], bool): ... and that ground truth is ignored.
+        matched (Tensor[I, D, A, T], bool): detection d matched a ground truth.
+        matched_ignored (Tensor[I, D, A, T], bool): ... and that ground truth is ignored.
     """
     I, D, G = iou.shape
     A, T = gt_ignore.shape[1], thresholds.shape[0]
-    matched = torch.zeros(I, A, T, D, dtype=torch.bool, device=iou.device)
+    matched = torch.zeros(I, D, A, T, dtype=torch.bool, device=iou.device)
     matched_ignored = torch.zeros_like(matched)
     if D == 0 or G == 0 or T == 0:
         return matched, matched_ignored
@@ -125,8 +125,8 @@ def greedy_match(iou: Tensor, thresholds: Tensor, gt_ignore: Tensor,
         hit_ignored_c[d, :n] = hit & ~has_counted
 
     # Back to the caller's images and detection positions.
-    index = slot[:, None, None, :].expand(I, A, T, Dc)  # [I, A, T, Dc]
-    matched[image] = matched[image].scatter(-1, index, hit_c.permute(1, 2, 3, 0))
-    matched_ignored[image] = matched_ignored[image].scatter(-1, index, hit_ignored_c.permute(1, 2, 3, 0))
+    index = slot[:, :, None, None].expand(I, Dc, A, T)  # [I, Dc, A, T]
+    matched[image] = matched[image].scatter(1, index, hit_c.transpose(0, 1))
+    matched_ignored[image] = matched_ignored[image].scatter(1, index, hit_ignored_c.transpose(0, 1))
     return matched, matched_ignored
 
