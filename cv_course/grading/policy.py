@@ -8,11 +8,12 @@ An exercise composes its rules from these parts with ``+``::
   subpackage but ``grading`` and ``device`` (and those an assignment needs, such as
   ``models`` for the classifier whose maps a student explains), and the assignment
   modules of ``cv_course.grading``, which hold the references under other names;
-* :data:`TORCHVISION`, :data:`EXPLANATION_LIBRARIES`: libraries that implement exercises;
+* :data:`TORCHVISION`, :data:`EXPLANATION_LIBRARIES`, :data:`DETECTION_METRICS`: libraries
+  that implement exercises;
 * operator rules, checked on every operator that reaches PyTorch's dispatcher
   (so ``F.max_unpool2d``, ``nn.MaxUnpool2d`` and ``torch.ops.aten.max_unpool2d``
   are one and the same call): :data:`UNPOOLING`, :data:`TRANSPOSED_CONVOLUTION`,
-  :data:`NLL_LOSS`.
+  :data:`NLL_LOSS`, :data:`BILINEAR_SAMPLING`.
 
 Always refused, whatever the exercise (see ``guard``): switching the monitors
 off, starting a process, starting a raw thread (``_thread.start_new_thread``).
@@ -46,6 +47,10 @@ def course_code(*allowed: str) -> Forbidden:
 TORCHVISION = Forbidden(modules=("torchvision.ops", "torchvision.models"), ops=("torchvision::",))
 EXPLANATION_LIBRARIES = Forbidden(modules=("captum", "pytorch_grad_cam", "torchcam", "torchattacks",
                                            "foolbox", "advertorch"))
+DETECTION_METRICS = Forbidden(modules=("pycocotools", "torchmetrics"))
+# F.grid_sample: bilinear sampling at arbitrary points, the heart of RoI Align.
+BILINEAR_SAMPLING = Forbidden(ops=("aten::grid_sampler", "aten::grid_sampler_2d", "aten::grid_sampler_3d",
+                                   "aten::cudnn_grid_sampler", "aten::_grid_sampler_2d_cpu_fallback"))
 
 
 def _short(op_name: str) -> str:
