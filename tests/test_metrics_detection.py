@@ -277,6 +277,9 @@ def test_every_size_range_and_area_boundaries():
     assert_same_as_coco(preds, targets)
     targets[0]["area"] = torch.tensor([5000.0, 10, 1024, 9216, 20000, 1, 1024, 9216, 3], dtype=torch.float64)
     assert_same_as_coco(preds, targets)
+    # Only some images give areas, fractional ones (an image without them comes first).
+    targets = [_target(gts, [0] * len(gts)), _target(gts, [0] * len(gts), area=[1023.5, 1024.5] * 4 + [9216.25])]
+    assert_same_as_coco(preds * 2, targets)
 
 
 def test_equal_iou_with_two_ground_truths_takes_the_later_one():
@@ -489,6 +492,7 @@ def test_float32_and_float64_inputs_agree(device):
      "integer class labels"),
     (_pred([[0, 0, 5, 10]], [float("nan")], [0]), _target([], []), "NaN or infinite"),
     (_pred([], [], []), _target([[0, 0, 1, 1]], [0], iscrowd=[2]), "must be 0 or 1"),
+    (_pred([], [], []), _target([[0, 0, 1, 1]], [0], iscrowd=[0.5]), "must be 0 or 1"),
     (_pred([], [], []), _target([[0, 0, 1, 1]], [0], area=[-1.0]), "negative"),
     ({"boxes": torch.zeros(2, 5), "scores": torch.zeros(2), "labels": torch.zeros(2)}, _target([], []), r"\[N, 4\]"),
 ])

@@ -26,12 +26,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.nn.utils.rnn import pad_sequence
 
 from .ap import coco_linspace, interpolate
 from .inputs import check_image, check_lists, check_values
 from .matching import greedy_match
-from .regions import region_type
+from .regions import region_type, stack_padded
 
 # COCO's area ranges in pixels**2: [low, high], both ends included.
 AREA_RANGES = {"all": (0.0, 1e5**2), "small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2),
@@ -131,17 +130,15 @@ def evaluate(predictions: list[dict], targets: list[dict], iou_type: str = "bbox
                            none, iou_thr, rec_thr, max_dets)
 
     # Everything per image becomes one padded Tensor[I, N] (detections) or [I, G] (ground truths).
-    def pad(xs, value=0):
-        return pad_sequence([x.to(device) for x in xs], batch_first=True, padding_value=value)
-
-    score = pad([p["scores"].double() for p in predictions])  # [I, N]
-    label = pad([p["labels"].long() for p in predictions])  # [I, N]
-    gt_label = pad([t["labels"].long() for t in targets])  # [I, G]
-    crowd = pad([t["iscrowd"] if t.get("iscrowd") is not None else t["labels"].new_zeros(len(t["labels"]))
-                 for t in targets])  # [I, G]
-    has_area = torch.tensor([t.get("area") is not None for t in targets], device=device)  # [I]
-    area = pad([t["area"].double() if t.get("area") is not None else t["labels"].double().fill_(0)
-                for t in targets])  # [I, G]
+    score = stack_padded([p["scores"] for p in predictions], torch.float64).to(device)  # [I, N]
+    label = stack_padded([p["labels"] for p in predictions], torch.long).to(device)  # [I, N]
+    gt_label = stack_padded([t["labels"] for t in targets], torch.long).to(device)  # [I, G]
+    # Optional fields: an image without one lends its labels as a placeholder, masked out here.
+    given = {key: torch.tensor([t.get(key) is not None for t in targets], device=device)[:, None]
+             for key in ("iscrowd", "area")}  # [I, 1] each
+    crowd, area = (stack_padded([t[key] if t.get(key) is not None else t["labels"] for t in targets],
+                                dtype).to(device).where(given[key], 0)
+                   for key, dtype in (("iscrowd", torch.float64), ("area", torch.float64)))  # [I, G] each
     check_values(score, crowd, area)
     crowd = crowd.bool()
     I, N, G = score.shape[0], score.shape[1], gt_label.shape[1]
@@ -153,7 +150,7 @@ def evaluate(predictions: list[dict], targets: list[dict], iou_type: str = "bbox
     # 1. The per-type part: IoU of every (detection, ground truth) pair, and areas.
     iou, det_area, gt_area = region.geometry([p[region.key].to(device) for p in predictions],
                                              [t[region.key].to(device) for t in targets], crowd)
-    gt_area = torch.where(has_area[:, None], area, gt_area)  # COCO uses the annotation's area if given
+    gt_area = torch.where(given["area"], area, gt_area)  # COCO uses the annotation's area if given
 
     # 2. Sort by class and score, keep max(max_dets) per image and class, match.
     index, kept, rank = _sort_and_cap(score, label, real_det, max_dets[-1])  # [I, D] each

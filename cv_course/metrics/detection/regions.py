@@ -73,12 +73,18 @@ def mask_iou_crowd(pred_masks: Tensor, gt_masks: Tensor, gt_crowd: Tensor) -> Te
     return _safe_div(inter, torch.where(gt_crowd[None, :], pred_area, union))
 
 
-def _padded(xs: list[Tensor]) -> Tensor:
-    return pad_sequence(xs, batch_first=True)  # [I, max N, ...], zeros after each image's N
+def stack_padded(xs: list[Tensor], dtype: torch.dtype, value: float = 0) -> Tensor:
+    """Per-image tensors ``[N_i, ...]`` -> one ``Tensor[I, max N_i, ...]`` of ``dtype``,
+    ``value`` after each image's N_i entries (converted once, not image by image)."""
+    first = xs[0]
+    if any(x.dtype != first.dtype for x in xs):
+        xs = [x.to(dtype) for x in xs]
+    xs = [x.to(first.device) for x in xs]  # no copy when already there
+    return pad_sequence(xs, batch_first=True, padding_value=value).to(dtype)
 
 
 def _box_geometry(preds: list[Tensor], gts: list[Tensor], gt_crowd: Tensor):
-    pred, gt = _padded([b.double() for b in preds]), _padded([b.double() for b in gts])  # [I, N, 4], [I, G, 4]
+    pred, gt = stack_padded(preds, torch.float64), stack_padded(gts, torch.float64)  # [I, N, 4], [I, G, 4]
     for name, boxes in (("predictions", pred), ("targets", gt)):
         bad = (boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1])  # [I, N]
         if bool(bad.any()):
@@ -104,7 +110,7 @@ def pad_ious(ious: list[Tensor], fill: float = -1.0) -> Tensor:
 
 def _mask_geometry(preds: list[Tensor], gts: list[Tensor], gt_crowd: Tensor):
     ious = [mask_iou_crowd(p, g, c[: len(g)]) for p, g, c in zip(preds, gts, gt_crowd)]  # [D_i, G_i]
-    area = lambda masks: _padded([m.flatten(1).sum(1).double() for m in masks])  # noqa: E731  [I, N]
+    area = lambda masks: stack_padded([m.flatten(1).sum(1) for m in masks], torch.float64)  # noqa: E731  [I, N]
     return pad_ious(ious, fill=0.0), area(preds), area(gts)
 
 
