@@ -368,7 +368,7 @@ CHEATS_FGSM = {
     "the score, not the loss": (_score_fgsm, "wrong values"),
     "the gradient, not its sign": (_gradient_step_fgsm, "less than eps|wrong values"),
     "random signs": (lambda m, x, y, e: (x + e * torch.randn_like(x).sign()).clamp(0, 1), "wrong values"),
-    "a fixed eps": (lambda m, x, y, e: honest_fgsm(m, x, y, 8 / 255), "wrong values|more than eps|less than eps"),
+    "a fixed eps": (lambda m, x, y, e: honest_fgsm(m, x, y, 8 / 255), "wrong values|(more|less) than eps"),
     "changes the images in place": (_in_place_fgsm, "modified its input"),
     "leaves .grad": (_grads_left_fgsm, r"\.grad"),
     "no eval mode": (lambda m, x, y, e: _grads_left_fgsm(m.train(), x, y, e), r"mode|buffers|\.grad"),

@@ -121,9 +121,10 @@ def _nms_visible(gen, device):
     b64, s64 = abc_example(device, torch.float64)
     yield Case("the A/B/C example in float64 at threshold 0.7", (b64, s64, 0.7), ("float64",), show=True)
     t = lambda rows: torch.tensor(rows, dtype=torch.float32, device=device)  # noqa: E731
+    pair = t([[0, 0, 30, 10], [10, 0, 40, 10]])  # intersection 200, union 400
     yield Case("(0,0,30,10) score 0.9 and (10,0,40,10) score 0.8: IoU exactly 0.5 at threshold 0.5, "
-               "both kept (remove only IoU > threshold)", (t([[0, 0, 30, 10], [10, 0, 40, 10]]), t([0.9, 0.8]), 0.5),
-               ("exact-threshold",), show=True)
+               "both kept (remove only IoU > threshold)", (pair, t([0.9, 0.8]), 0.5), ("exact-threshold",),
+               show=True)
     tied = t([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60], [0, 1, 10, 11]])
     yield Case("tied scores [0.5, 0.7, 0.5, 0.7]: equal scores are ranked in index order (1, 3, 0, 2)",
                (tied, t([0.5, 0.7, 0.5, 0.7]), 0.5), ("ties",), show=True)

@@ -16,8 +16,9 @@ A forbidden call is recorded and raises :class:`DelegationError` inside the
 student's function. Switching a monitor off (``sys.setprofile``, popping the
 dispatch mode) is itself recorded, and so is starting a process or a raw
 thread (``_thread.start_new_thread`` called other than by ``threading``, whose
-threads the profile hook follows): work handed to either would run unwatched. The rest of the notebook is unaffected:
-the monitors exist only for the duration of the ``with`` block.
+threads the profile hook follows): work handed to either would run unwatched.
+The rest of the notebook is unaffected: the monitors exist only for the
+duration of the ``with`` block.
 """
 
 from __future__ import annotations

@@ -176,8 +176,9 @@ def _conv_t_hidden(gen, device):
     yield _conv_t_case(gen, device, 2, 3, 2, 4, 5, 3, 3, 2, 1, dtype=f64, tags=("gradient",), grad=(0, 1, 2))
 
 
-CONV_TRANSPOSE2D = Exercise("conv_transpose2d", _reference_conv_transpose2d, COURSE + policy.TRANSPOSED_CONVOLUTION,
-                            _conv_t_visible, _conv_t_hidden, close("network"))
+CONV_TRANSPOSE2D = Exercise("conv_transpose2d", _reference_conv_transpose2d,
+                            COURSE + policy.TRANSPOSED_CONVOLUTION, _conv_t_visible, _conv_t_hidden,
+                            close("network"))
 check_conv_transpose2d_visible, check_conv_transpose2d_hidden = CONV_TRANSPOSE2D.checks()
 
 
@@ -316,8 +317,9 @@ def _loss_visible(gen, device):
                (logits, torch.tensor([[[-100, 1]]], device=device), -100), ("ignore-index",), show=True)
     yield Case("the same two pixels, both ignored: the loss is 0, not 0/0 = NaN",
                (logits, torch.tensor([[[255, 255]]], device=device)), ("all-ignored",), show=True)
-    yield Case("an empty batch (logits [0, 3, 1, 2]): the loss is 0", (logits[:0], torch.zeros(0, 1, 2, dtype=torch.int64,
-                                                                      device=device)), ("empty",), show=True)
+    no_labels = torch.zeros(0, 1, 2, dtype=torch.int64, device=device)
+    yield Case("an empty batch (logits [0, 3, 1, 2]): the loss is 0", (logits[:0], no_labels), ("empty",),
+               show=True)
     yield _loss_case(gen, device, "the gradient with respect to small random logits [1, 3, 2, 2], float64",
                      1, 3, 2, 2, dtype=torch.float64, tags=("gradient",), grad=(0,))
 
@@ -325,7 +327,8 @@ def _loss_visible(gen, device):
 def _loss_hidden(gen, device):
     f64 = torch.float64
     yield _loss_case(gen, device, "random logits [4, 5, 16, 16], 20% of pixels ignored, float32", 4, 5, 16, 16)
-    yield _loss_case(gen, device, "random logits [2, 3, 7, 9], 20% of pixels ignored, float64", 2, 3, 7, 9, dtype=f64)
+    yield _loss_case(gen, device, "random logits [2, 3, 7, 9], 20% of pixels ignored, float64", 2, 3, 7, 9,
+                     dtype=f64)
     yield _loss_case(gen, device, "21 classes, no ignored pixel", 2, 21, 8, 8, ignored=0.0)
     yield _loss_case(gen, device, "large logits (up to about 2000): must stay finite", 2, 4, 6, 6, scale=500.0,
                      tags=("large",))

@@ -210,15 +210,18 @@ def _saliency_visible(gen, device):
     yield Case("the linear example (targets 0 and 1; the gradient of a linear score is its weight)",
                (model, images, target), expected=expected, show=True)
     model, images, target = _visible_net(device)
-    yield Case("a small CNN in train mode, 3 images of 3x16x12", (model, images, target), _SMALL_NET, alone=True)
+    yield Case("a small CNN in train mode, 3 images of 3x16x12", (model, images, target), _SMALL_NET,
+               alone=True)
     yield _saliency_case(gen, device, dtype=_F64, frozen="first", head="flatten", n=2)
     yield _saliency_case(gen, device, frozen="all", head="mlp", n=2, c=1)
     yield _saliency_case(gen, device, train=True, head="gap", n=2)
 
 
 def _saliency_hidden(gen, device):
-    for dtype, train, frozen, head, n, c in [(_F32, True, "none", "gap", 3, 3), (_F64, False, "first", "flatten", 2, 3),
-                                             (_F32, False, "all", "mlp", 4, 1), (_F64, True, "none", "mlp", 1, 3)]:
+    for dtype, train, frozen, head, n, c in [(_F32, True, "none", "gap", 3, 3),
+                                             (_F64, False, "first", "flatten", 2, 3),
+                                             (_F32, False, "all", "mlp", 4, 1),
+                                             (_F64, True, "none", "mlp", 1, 3)]:
         yield _saliency_case(gen, device, dtype=dtype, train=train, frozen=frozen, head=head, n=n, c=c)
 
 
@@ -362,7 +365,8 @@ def _fgsm_hidden(gen, device):
                                                (_F32, False, "all", "mlp", 2, 0.03),
                                                (_F64, True, "none", "gap", 2, 0.0),
                                                (_F32, False, "none", "mlp", 2, 1.0)]:
-        yield _fgsm_case(gen, device, eps, dtype=dtype, train=train, frozen=frozen, head=head, n=n, extremes=True)
+        yield _fgsm_case(gen, device, eps, dtype=dtype, train=train, frozen=frozen, head=head, n=n,
+                         extremes=True)
 
 
 FGSM = Exercise("fgsm", _reference_fgsm, FORBIDDEN, _fgsm_visible, _fgsm_hidden,
@@ -408,7 +412,8 @@ def check_pointing_game(grad_cam, device, classifier: nn.Module | None = None) -
         return torch.cat(outs), torch.cat(refs)
 
     # The object masks are made only after every map has been computed.
-    (out, expected), masks = predict_then_label(held_out_seeds(POINTING_SCENES), _scene_input, maps, _scene_mask)
+    seeds = held_out_seeds(POINTING_SCENES)
+    (out, expected), masks = predict_then_label(seeds, _scene_input, maps, _scene_mask)
     check_close(out, expected, "grad_cam", kind="network", case=case)
     masks = torch.stack(masks).to(device)
     rate = _reference_pointing_game(out, masks, tolerance=POINTING_TOLERANCE)
