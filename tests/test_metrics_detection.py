@@ -469,6 +469,28 @@ def test_accumulator_equals_one_call_and_resets():
     assert float(metric.compute()["map"]) == -1
 
 
+def test_curve_for_a_plot_is_cocos_precision_row():
+    preds, targets = random_scene(torch.Generator().manual_seed(8), n_images=10)
+    E = coco_eval(preds, targets)
+    result = evaluate(preds, targets)
+    k = 1
+    recall, precision = result.curve(E.params.catIds[k], iou_threshold=0.75, area="all")
+    np.testing.assert_array_equal(recall.numpy(), E.params.recThrs)
+    np.testing.assert_allclose(precision.numpy(), E.eval["precision"][5, :, k, 0, 2], rtol=0, atol=1e-12)
+    _, small10 = result.curve(E.params.catIds[k], 0.5, "small", max_detections=10)
+    np.testing.assert_allclose(small10.numpy(), E.eval["precision"][0, :, k, 1, 1], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="no curve for label 99"):
+        result.curve(99)
+
+
+def test_accumulator_checks_each_batch():
+    metric = MeanAveragePrecision()
+    with pytest.raises(ValueError, match=r"predictions\[0\] has no 'scores'"):
+        metric.update([{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}],
+                      [_target([], [])])
+    assert metric.predictions == []
+
+
 def test_float32_and_float64_inputs_agree(device):
     preds, targets = random_scene(torch.Generator().manual_seed(5), n_images=6)
     expected = mean_average_precision(preds, targets)
@@ -515,5 +537,10 @@ def test_bad_lists_and_types():
     with pytest.raises(ValueError, match=r"masks\[:, 0\] > 0.5"):
         mean_average_precision([masks], [{"masks": torch.zeros(0, 4, 4, dtype=torch.bool),
                                           "labels": torch.zeros(0, dtype=torch.long)}], iou_type="segm")
+    masks = {"masks": torch.zeros(1, 4, 5, dtype=torch.bool), "scores": torch.zeros(1),
+             "labels": torch.zeros(1, dtype=torch.long)}
+    with pytest.raises(ValueError, match="masks of the same image"):
+        mean_average_precision([masks], [{"masks": torch.zeros(1, 4, 4, dtype=torch.bool),
+                                          "labels": torch.zeros(1, dtype=torch.long)}], iou_type="segm")
     with pytest.raises(ValueError, match="one entry per image"):
         precision_recall([torch.zeros(0, 4)], [], [torch.zeros(0, 4)])

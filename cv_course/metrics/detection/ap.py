@@ -42,7 +42,8 @@ def coco_linspace(start: float, stop: float, step: float, device=None) -> Tensor
         Tensor[N] (float64): e.g. ``coco_linspace(0.5, 0.95, 0.05)`` -> 0.5, 0.55, ..., 0.95.
     """
     num = int(round((stop - start) / step)) + 1
-    values = torch.arange(num, dtype=torch.float64, device=device) * ((stop - start) / max(num - 1, 1)) + start
+    step = (stop - start) / max(num - 1, 1)
+    values = torch.arange(num, dtype=torch.float64, device=device) * step + start
     values[-1] = stop
     return values
 

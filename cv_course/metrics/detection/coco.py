@@ -52,6 +52,23 @@ class CocoEvaluation:
     area_ranges: tuple[str, ...]  # [A] names, keys of AREA_RANGES
     max_detections: tuple[int, ...]  # [M] detections per image and class, increasing
 
+    def curve(self, label: int, iou_threshold: float = 0.5, area: str = "all",
+              max_detections: int | None = None) -> tuple[Tensor, Tensor]:
+        """The interpolated precision-recall curve of one class, to plot.
+
+        Returns:
+            recall (Tensor[R]) and precision (Tensor[R]): ``precision[r]`` is the best precision
+            at a recall of at least ``recall[r]``; its mean is the class's AP at that threshold.
+        """
+        k = (self.classes == label).nonzero().flatten()
+        t = (self.iou_thresholds == iou_threshold).nonzero().flatten()
+        if k.numel() == 0 or t.numel() == 0 or area not in self.area_ranges:
+            raise ValueError(f"no curve for label {label}, IoU {iou_threshold}, area {area!r}: labels are "
+                             f"{self.classes.tolist()}, thresholds {self.iou_thresholds.tolist()}, "
+                             f"areas {self.area_ranges}")
+        m = self.max_detections.index(max_detections) if max_detections else len(self.max_detections) - 1
+        return self.rec_thresholds, self.precision[t[0], :, k[0], self.area_ranges.index(area), m]
+
 
 def _thresholds(values, default: Tensor, name: str, device) -> Tensor:
     if values is None:
@@ -157,7 +174,8 @@ def _match(im: _Images, iou_thr: Tensor, max_det: int):
     never = (label[:, :, None] != im.gt_label[:, None, :]) | ~kept[:, :, None] | ~im.real_gt[:, None, :]
     iou = iou.masked_fill(never, -1.0)  # other classes and padding never match
     gt_ignore = im.crowd[..., None] | _outside(im.gt_area) | ~im.real_gt[..., None]  # [I, G, A]
-    matched, matched_ignored = greedy_match(iou, iou_thr, gt_ignore.transpose(1, 2), im.crowd)  # [I, D, A, T]
+    gt_ignore = gt_ignore.transpose(1, 2)  # [I, A, G]
+    matched, matched_ignored = greedy_match(iou, iou_thr, gt_ignore, im.crowd)  # [I, D, A, T] each
 
     where = kept.flatten().nonzero().flatten()  # [N'] the kept detections, image by image
     pick = lambda x: x.flatten(0, 1).index_select(0, where)  # noqa: E731  [I, D, ...] -> [N', ...]
@@ -166,7 +184,7 @@ def _match(im: _Images, iou_thr: Tensor, max_det: int):
     # Unmatched detections outside the area range are ignored too, not false positives.
     ignored = matched_ignored | (~matched & _outside(det_area)[:, :, None])  # [N', A, T]
     return (pick(im.score.gather(1, index)), pick(label), pick(rank), matched & ~ignored, ~ignored,
-            ~gt_ignore[im.real_gt])
+            ~gt_ignore.transpose(1, 2)[im.real_gt])
 
 
 def evaluate(predictions: list[dict], targets: list[dict], iou_type: str = "bbox",
@@ -212,5 +230,6 @@ def evaluate(predictions: list[dict], targets: list[dict], iou_type: str = "bbox
     classes = torch.unique(torch.cat([label, gt_label]))  # [K], sorted
     num_gt = torch.zeros(len(classes), A, dtype=torch.float64, device=device)
     num_gt.index_add_(0, torch.searchsorted(classes, gt_label), gt_counted.double())  # [K, A]
-    tables = accumulate(score, torch.searchsorted(classes, label), rank, tp, counted, num_gt, rec_thr, max_dets)
+    tables = accumulate(score, torch.searchsorted(classes, label), rank, tp, counted, num_gt,
+                        rec_thr, max_dets)
     return CocoEvaluation(*tables, iou_thr, rec_thr, classes, tuple(AREA_RANGES), max_dets)

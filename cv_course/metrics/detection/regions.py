@@ -108,10 +108,14 @@ def pad_ious(ious: list[Tensor], fill: float = -1.0) -> Tensor:
     return out
 
 
+def _mask_area(masks: list[Tensor]) -> Tensor:
+    return stack_padded([m.flatten(1).sum(1) for m in masks], torch.float64)  # [I, N] pixels
+
+
 def _mask_geometry(preds: list[Tensor], gts: list[Tensor], gt_crowd: Tensor):
+    # Images differ in size, so masks are compared image by image.
     ious = [mask_iou_crowd(p, g, c[: len(g)]) for p, g, c in zip(preds, gts, gt_crowd)]  # [D_i, G_i]
-    area = lambda masks: stack_padded([m.flatten(1).sum(1) for m in masks], torch.float64)  # noqa: E731  [I, N]
-    return pad_ious(ious, fill=0.0), area(preds), area(gts)
+    return pad_ious(ious, fill=0.0), _mask_area(preds), _mask_area(gts)
 
 
 def _check_boxes(boxes, name: str) -> None:
