@@ -43,11 +43,13 @@ def synthetic(n_images: int, seed: int = 0, n_classes: int = 4):
         det = boxes[src] + noise
         scattered = torch.rand(D, generator=g) < 0.4
         xy = torch.rand(D, 2, generator=g) * 400
-        det = torch.where(scattered[:, None], torch.cat([xy, xy + torch.rand(D, 2, generator=g) * 150 + 4], 1), det)
+        elsewhere = torch.cat([xy, xy + torch.rand(D, 2, generator=g) * 150 + 4], 1)
+        det = torch.where(scattered[:, None], elsewhere, det)
         det = torch.cat([det[:, :2].minimum(det[:, 2:]), det[:, :2].maximum(det[:, 2:])], 1)
         wrong = torch.rand(D, generator=g) < 0.2
         det_labels = torch.where(wrong, torch.randint(0, n_classes, (D,), generator=g), labels[src])
-        scores = torch.where(scattered, torch.rand(D, generator=g) * 0.6, 0.3 + 0.7 * torch.rand(D, generator=g))
+        low, high = 0.6 * torch.rand(D, generator=g), 0.3 + 0.7 * torch.rand(D, generator=g)
+        scores = torch.where(scattered, low, high)
         targets.append({"boxes": boxes, "labels": labels})
         preds.append({"boxes": det, "scores": scores, "labels": det_labels})
     return preds, targets

@@ -155,7 +155,8 @@ def random_scene(g, n_images=8, n_classes=3, max_gt=8, max_det=30, crowd_p=0.1, 
 
 def _pred(boxes, scores, labels):
     return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-            "scores": torch.tensor(scores, dtype=torch.float32), "labels": torch.tensor(labels, dtype=torch.long)}
+            "scores": torch.tensor(scores, dtype=torch.float32),
+            "labels": torch.tensor(labels, dtype=torch.long)}
 
 
 def _target(boxes, labels, iscrowd=None, area=None):
@@ -272,13 +273,15 @@ def test_every_size_range_and_area_boundaries():
     sides = [0, 5, 31, 32, 33, 95, 96, 97, 200]
     gts = [[300 * i, 0, 300 * i + s, s] for i, s in enumerate(sides)]  # squares, areas 0 ... 40000
     dets = [[b[0], b[1], b[2] + 1, b[3]] for b in gts] + [[5000, 0, 5000 + s, s] for s in sides]
-    preds = [_pred(dets, torch.rand(len(dets), generator=torch.Generator().manual_seed(0)).tolist(), [0] * len(dets))]
+    scores = torch.rand(len(dets), generator=torch.Generator().manual_seed(0)).tolist()
+    preds = [_pred(dets, scores, [0] * len(dets))]
     targets = [_target(gts, [0] * len(gts))]
     assert_same_as_coco(preds, targets)
     targets[0]["area"] = torch.tensor([5000.0, 10, 1024, 9216, 20000, 1, 1024, 9216, 3], dtype=torch.float64)
     assert_same_as_coco(preds, targets)
     # Only some images give areas, fractional ones (an image without them comes first).
-    targets = [_target(gts, [0] * len(gts)), _target(gts, [0] * len(gts), area=[1023.5, 1024.5] * 4 + [9216.25])]
+    areas = [1023.5, 1024.5] * 4 + [9216.25]
+    targets = [_target(gts, [0] * len(gts)), _target(gts, [0] * len(gts), area=areas)]
     assert_same_as_coco(preds * 2, targets)
 
 
@@ -342,7 +345,8 @@ def _random_masks(g, n, H, W):
     cy, cx = torch.rand(n, generator=g) * H, torch.rand(n, generator=g) * W
     r = torch.exp(torch.empty(n).uniform_(math.log(2), math.log(70), generator=g))
     disc = (yy - cy[:, None, None]) ** 2 + (xx - cx[:, None, None]) ** 2 < r[:, None, None] ** 2
-    rect = ((yy - cy[:, None, None]).abs() < r[:, None, None]) & ((xx - cx[:, None, None]).abs() < r[:, None, None] / 2)
+    dy, dx = (yy - cy[:, None, None]).abs(), (xx - cx[:, None, None]).abs()
+    rect = (dy < r[:, None, None]) & (dx < r[:, None, None] / 2)
     return torch.where((torch.rand(n, generator=g) < 0.5)[:, None, None], disc, rect)
 
 
@@ -351,7 +355,8 @@ def test_segm_equals_cocoeval_segm(seed):
     g = torch.Generator().manual_seed(seed)
     preds, targets = [], []
     for _ in range(5):
-        G, D, H, W = int(torch.randint(0, 6, (1,), generator=g)), int(torch.randint(0, 12, (1,), generator=g)), 120, 140
+        G, D = int(torch.randint(0, 6, (1,), generator=g)), int(torch.randint(0, 12, (1,), generator=g))
+        H, W = 120, 140
         gt = _random_masks(g, G, H, W)
         shifted = torch.roll(gt, shifts=(int(torch.randint(-3, 4, (1,), generator=g)), 2), dims=(1, 2))
         det = torch.cat([shifted, _random_masks(g, D, H, W)])
@@ -494,7 +499,9 @@ def test_accumulator_checks_each_batch():
 def test_float32_and_float64_inputs_agree(device):
     preds, targets = random_scene(torch.Generator().manual_seed(5), n_images=6)
     expected = mean_average_precision(preds, targets)
-    to64 = lambda d: {k: (v.double() if v.is_floating_point() else v).to(device) for k, v in d.items()}  # noqa: E731
+    def to64(d):
+        return {k: (v.double() if v.is_floating_point() else v).to(device) for k, v in d.items()}
+
     got = mean_average_precision([to64(p) for p in preds], [to64(t) for t in targets])
     for k in KEYS:
         assert got[k].device.type == device.type
@@ -533,7 +540,8 @@ def test_bad_lists_and_types():
         mean_average_precision([p], [t], iou_type="keypoints")
     with pytest.raises(ValueError, match="iou_thresholds"):
         mean_average_precision([p], [t], iou_thresholds=[0.5, 1.5])
-    masks = {"masks": torch.zeros(1, 1, 4, 4), "scores": torch.zeros(1), "labels": torch.zeros(1, dtype=torch.long)}
+    masks = {"masks": torch.zeros(1, 1, 4, 4), "scores": torch.zeros(1),
+             "labels": torch.zeros(1, dtype=torch.long)}
     with pytest.raises(ValueError, match=r"masks\[:, 0\] > 0.5"):
         mean_average_precision([masks], [{"masks": torch.zeros(0, 4, 4, dtype=torch.bool),
                                           "labels": torch.zeros(0, dtype=torch.long)}], iou_type="segm")
