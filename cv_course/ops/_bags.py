@@ -20,9 +20,9 @@ from torch import Tensor
 
 from ._checks import check_tensor
 
-# Bag entries built at once. The index and weight lists cost ~16 bytes an entry
-# (plus temporaries), so ~4M entries keep the op's own memory near 100-200 MB.
-MAX_ENTRIES = 1 << 22
+# Bag entries built at once. Building them takes ~50 bytes an entry for a moment
+# and keeps ~12 for the backward pass, so 2M entries stay near 100 MB at a time.
+MAX_ENTRIES = 1 << 21
 
 
 def pair(output_size, name: str = "output_size") -> tuple[int, int]:
@@ -130,11 +130,14 @@ def pool_bags(input: Tensor, per_roi: Sequence[Tensor], entries: Tensor,
     PH, PW = output_size
     # Pixels as rows of C channels: a view for channels_last input, else one copy.
     table = input.permute(0, 2, 3, 1).reshape(N * H * W, C)  # [N*H*W, C]
+    # int32 positions where they fit: half the memory kept for the backward pass.
+    index_dtype = torch.int32 if N * H * W < 2**31 else torch.int64
     bounds = _chunk_bounds(entries)
     out = []
     for start, stop in zip(bounds[:-1], bounds[1:]):  # memory chunks of many RoIs each
         index, counts, weights = make_bags(*(t[start:stop] for t in per_roi))
         offsets = counts.cumsum(0) - counts  # [K_c * PH * PW], where each bag starts
-        out.append(F.embedding_bag(index, table, offsets, mode=mode, per_sample_weights=weights))
-    out = torch.cat(out) if len(out) > 1 else out[0]  # [K * PH * PW, C]
-    return out.view(-1, PH, PW, C).permute(0, 3, 1, 2).contiguous()  # [K, C, PH, PW]
+        bins = F.embedding_bag(index.to(index_dtype), table, offsets.to(index_dtype), mode=mode,
+                               per_sample_weights=weights)  # [K_c * PH * PW, C]
+        out.append(bins.view(-1, PH, PW, C).permute(0, 3, 1, 2).contiguous())  # [K_c, C, PH, PW]
+    return torch.cat(out) if len(out) > 1 else out[0]  # [K, C, PH, PW]

@@ -66,7 +66,8 @@ def _geometry(rois: Tensor, output_size: tuple[int, int], spatial_scale: float,
 
 def _align_bags(H: int, W: int, output_size: tuple[int, int], batch: Tensor, y0: Tensor,
                 x0: Tensor, bin_h: Tensor, bin_w: Tensor, grid_h: Tensor, grid_w: Tensor):
-    """The bag of every bin: the four bilinear taps of each of its samples.
+    """The bag of every bin: the four bilinear taps of each of its samples,
+    weighted so that the bag's sum is the mean of the samples (0 for no samples).
 
     Returns:
         (Tensor[E] int64 flat pixel indices, Tensor[K*PH*PW] entries per bin,
@@ -87,6 +88,7 @@ def _align_bags(H: int, W: int, output_size: tuple[int, int], batch: Tensor, y0:
     base = batch[k] * (H * W)  # [S]
     index = torch.stack([ylo * W + xlo, ylo * W + xhi, yhi * W + xlo, yhi * W + xhi], 1)  # [S, 4]
     weight = torch.stack([wy_lo * wx_lo, wy_lo * wx_hi, wy_hi * wx_lo, wy_hi * wx_hi], 1)  # [S, 4]
+    weight = weight / (gh * gw).to(dt)[:, None]  # the bin is the mean of its samples
     return (index + base[:, None]).flatten(), 4 * samples, weight.flatten()
 
 
@@ -120,9 +122,7 @@ def roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
     def make_bags(*chunk):
         return _align_bags(H, W, output_size, *chunk)
 
-    summed = pool_bags(input, per_roi, entries, make_bags, "sum", output_size)  # [K, C, PH, PW]
-    count = (grid_h * grid_w).clamp(min=1).to(input.dtype)  # [K]
-    return summed / count[:, None, None, None]
+    return pool_bags(input, per_roi, entries, make_bags, "sum", output_size)  # [K, C, PH, PW]
 
 
 class RoIAlign(nn.Module):
