@@ -63,7 +63,8 @@ def draw_boxes(
     """Draw boxes on ``ax``, each with an optional tag such as ``"circle 0.95"``.
 
     Call ``show_image`` first to draw on an image; the boxes use the same pixel
-    coordinates. The tag sits on the top edge of its box.
+    coordinates. The tag sits on the top edge of its box, or on the bottom edge
+    when that spot is taken by an earlier box's tag (two overlapping objects).
 
     Args:
         ax (matplotlib Axes): where to draw.
@@ -99,10 +100,22 @@ def draw_boxes(
         ax.add_patch(rect)
         patches.append(rect)
         if text:
-            ax.text(x1, y1, text, fontsize=fontsize, color="white", va="bottom", ha="left",
-                    bbox=dict(facecolor=color, edgecolor="none", pad=1.0, alpha=0.85),
-                    clip_on=True)
+            tag = ax.text(x1, y1, text, fontsize=fontsize, color="white", va="bottom", ha="left",
+                          bbox=dict(facecolor=color, edgecolor="none", pad=1.0, alpha=0.85),
+                          clip_on=True)
+            _place_tag(tag, (x1, y2))
     return patches
+
+
+def _place_tag(tag, fallback_xy) -> None:
+    """Move ``tag`` to ``fallback_xy`` (below its box) if it covers a tag drawn before it."""
+    renderer = tag.figure.canvas.get_renderer()
+    others = [t.get_bbox_patch().get_window_extent(renderer) for t in tag.axes.texts
+              if t is not tag and t.get_bbox_patch() is not None]
+    tag.draw(renderer)  # lays out the tag's bbox patch, so that its extent is final
+    if any(tag.get_bbox_patch().get_window_extent(renderer).overlaps(o) for o in others):
+        tag.set_position(fallback_xy)
+        tag.set_verticalalignment("top")
 
 
 def draw_iou_pair(
