@@ -15,6 +15,11 @@
   twice and threw "Identifier 'THEBE_JS_URL' has already been declared" (and
   sphinx-togglebutton's selector is doubled the same way). Inline scripts with
   the same body are kept once.
+- **Each glued figure shown once.** ``cv_course.viz.glue_figure`` glues a figure
+  *and* displays it, so that a reader running the notebook sees it in place. On
+  the page it belongs in its numbered ``{glue:figure}`` only: a glued image
+  output is dropped from its cell's outputs when myst-nb reads the notebook (it
+  stays in the downloadable notebook).
 - **A theme mode from the start.** The theme's head script sets the page's
   light/dark mode from ``localStorage`` or an empty default; on a reader's first
   visit it is empty and the theme logs "Got invalid theme mode" as a console
@@ -77,11 +82,31 @@ def drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> Non
     context["script_files"][:] = kept  # in place: it is the builder's list, which others extend
 
 
+def _drop_glued_figures_from_cells() -> None:
+    """Wrap myst-nb's glue extraction so that glued images leave their cell's outputs."""
+    from myst_nb.ext import glue
+
+    extract = glue.extract_glue_data_cell  # myst-nb 1.x; fails loudly if it moves
+    if getattr(extract, "_course_site", False):
+        return
+
+    def extract_and_drop(cell):
+        data = extract(cell)
+        glued = {id(output) for _, output in data
+                 if any(k.startswith("image/") for k in output.get("data", {}))}
+        cell.outputs = [o for o in cell.get("outputs", []) if id(o) not in glued]
+        return data
+
+    extract_and_drop._course_site = True
+    glue.extract_glue_data_cell = extract_and_drop
+
+
 AUTO_MODE_JS = ("if (!document.documentElement.dataset.mode) "
                 "{ document.documentElement.dataset.mode = 'auto'; }")
 
 
 def setup(app):
+    _drop_glued_figures_from_cells()
     app.add_js_file(None, body=AUTO_MODE_JS, priority=1)  # before the theme's deferred script
     app.connect("builder-inited", build_assignment_zips)
     app.connect("html-page-context", offer_notebook, priority=450)  # before the theme's buttons (501)
