@@ -449,6 +449,9 @@ def test_coco_ap_of_one_class_equals_cocoeval(seed):
 
 def test_empty_curve_and_bad_curves():
     empty = torch.zeros(0, dtype=torch.float64)
+    assert all(x.numel() == 0 for x in precision_recall([], [], []))
+    curve = precision_recall(torch.zeros(0, 4), torch.zeros(0), torch.ones(2, 4))  # nothing detected
+    assert curve.precision.numel() == 0 and float(average_precision(*curve[:2])) == 0.0
     for method in ("coco", "voc07", "voc"):
         assert float(average_precision(empty, empty, method)) == 0.0
     with pytest.raises(ValueError, match="must not decrease"):

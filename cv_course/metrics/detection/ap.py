@@ -98,6 +98,9 @@ def precision_recall(pred_boxes, pred_scores, gt_boxes, iou_threshold: float = 0
         s, order = torch.sort(s.double(), descending=True, stable=True)  # [N_i]
         ious.append(box_iou(boxes[order].double(), gt.double()))  # [N_i, K_i]
         scores.append(s)
+    if not scores:  # no image: empty curves
+        empty = torch.zeros(0, dtype=torch.float64)
+        return PrecisionRecall(empty, empty, empty)
     iou = pad_ious(ious)  # [I, D, G]
     I, _, G = iou.shape
     no_ignore = torch.zeros(I, 1, G, dtype=torch.bool, device=iou.device)

@@ -20,7 +20,7 @@ def _check_keys(d, keys: tuple[str, ...], name: str, doc: str) -> None:
         raise TypeError(f"{name} must be a dict; {doc}")
     missing = [k for k in keys if k not in d]
     if missing:
-        raise ValueError(f"{name} has no {missing[0]!r} (it has {sorted(d)}); {doc}")
+        raise ValueError(f"{name} has no {missing[0]!r} (it has {list(d)}); {doc}")
 
 
 def _check_vector(x, n: int, name: str, kind: str) -> None:
