@@ -50,3 +50,8 @@ from .box_coder import BoxCoder
 from .matcher import Matcher, sample_labels
 
 __all__ += ["BoxCoder", "Matcher", "sample_labels", "grid_anchors", "cell_anchors", "AnchorGenerator"]
+
+# Single-stage detectors and DETR: focal loss, bipartite matching (issue 10, part 1).
+from .focal_loss import focal_loss_at, sigmoid_focal_loss
+
+__all__ += ["sigmoid_focal_loss", "focal_loss_at"]
