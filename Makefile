@@ -37,6 +37,7 @@ $(MATHJAX):
 # notebook's execution timeout; a no-op once cached).
 book-assets: setup $(MATHJAX)
 	OMP_NUM_THREADS=1 $(PY) -m cv_course.experiments.segmentation
+	OMP_NUM_THREADS=1 $(PY) -c "from cv_course.experiments.detection import trained_detector; trained_detector()"
 
 book: book-assets
 	$(VENV)/bin/jupyter-book build . -W --keep-going
