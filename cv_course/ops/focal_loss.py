@@ -54,7 +54,8 @@ def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: float = 0.25, gam
         raise ValueError(f"inputs and targets must be floating point, got {inputs.dtype} and "
                          f"{targets.dtype}; use targets.to(inputs.dtype) for 0/1 labels")
     if alpha > 1:
-        raise ValueError(f"alpha must be in [0, 1], or negative to switch weighting off; got {alpha}")
+        raise ValueError(f"alpha must be in [0, 1], or negative to switch weighting off; "
+                         f"got {alpha}")
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0 (0 is plain cross-entropy), got {gamma}")
     if reduction not in _REDUCTIONS:
