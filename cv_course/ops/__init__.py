@@ -56,3 +56,8 @@ from .focal_loss import focal_loss_at, sigmoid_focal_loss
 from .hungarian import HungarianMatcher, hungarian_match
 
 __all__ += ["sigmoid_focal_loss", "focal_loss_at", "hungarian_match", "HungarianMatcher"]
+
+# Instance masks (issue 12, part 1).
+from .masks import masks_to_boxes, paste_masks_in_image
+
+__all__ += ["masks_to_boxes", "paste_masks_in_image"]
