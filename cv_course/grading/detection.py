@@ -17,6 +17,7 @@ reference's; a version written with differentiable tensor operations has it.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -30,6 +31,7 @@ from . import policy
 from .boxes import random_boxes
 from .checks import CheckFailed, fail
 from .exercise import Case, Exercise, close
+from .numerics import dtype_name
 
 FORBIDDEN = policy.course_code() + policy.TORCHVISION + policy.DETECTION_METRICS
 _CODER = BoxCoder()  # weights (1, 1, 1, 1), tw and th clamped at log(1000 / 16) when decoding
@@ -43,8 +45,8 @@ def _tags(dtype, *more) -> tuple[str, ...]:
     return ("float64",) * (dtype == torch.float64) + more
 
 
-def _f64(dtype) -> str:
-    return str(dtype).replace("torch.", "")
+def _tensor(rows, dtype=torch.float32, device="cpu") -> Tensor:
+    return torch.tensor(rows, dtype=dtype, device=device)
 
 
 def close_or_float32(out, expected, name, case):
@@ -70,7 +72,7 @@ def near_boxes(anchors: Tensor, gen: torch.Generator) -> Tensor:
 
 # ------------------------------------------------------------- encode / decode
 def _coding_visible(gen, device, decode: bool):
-    t = lambda rows, dtype=torch.float32: torch.tensor(rows, dtype=dtype, device=device)  # noqa: E731
+    t = functools.partial(_tensor, device=device)
     if decode:
         yield Case("the lecture's refinement (-0.12, 0.02, log 0.915, log 1.66) of the anchor (44, 44, 84, 84): "
                    "(40.9, 31.6, 77.5, 98.0)", (t(DELTAS), t(ANCHOR)), show=True)
@@ -99,8 +101,8 @@ def _coding_visible(gen, device, decode: bool):
     else:
         yield Case("large coordinates: (4100, 4900, 6300, 5600) from (4000, 5000, 6000, 5500)",
                    (t([[4100, 4900, 6300, 5600]]), big), ("large",), show=True)
-        yield Case("sub-pixel boxes: (0.3, 0.1, 0.6, 0.3) from (0.2, 0.1, 0.7, 0.35)", (t([[0.3, 0.1, 0.6, 0.3]]), small),
-                   ("tiny",), show=True)
+        yield Case("sub-pixel boxes: (0.3, 0.1, 0.6, 0.3) from (0.2, 0.1, 0.7, 0.35)",
+                   (t([[0.3, 0.1, 0.6, 0.3]]), small), ("tiny",), show=True)
     yield Case("no boxes (shape [0, 4]): shape [0, 4]", (t(ANCHOR)[:0], t(ANCHOR)[:0]), ("empty",), show=True)
 
 
@@ -109,7 +111,7 @@ def _coding_hidden(gen, device, decode: bool):
                                   (20, torch.float32, 1e4, ("large",)), (20, torch.float32, 2.0, ("tiny",))]:
         anchors = random_boxes(n, gen, dtype=dtype, scale=scale)
         boxes = near_boxes(anchors, gen)
-        what = f"{n} random boxes and anchors (image size {scale:g}), {_f64(dtype)}"
+        what = f"{n} random boxes and anchors (image size {scale:g}), {dtype_name(dtype)}"
         if decode:
             deltas = _CODER.encode(boxes, anchors)
             yield Case(f"{what}, deltas of boxes near their anchors", (deltas.to(device), anchors.to(device)),
@@ -165,7 +167,7 @@ def _roi_case(name, gen, device, *, dtype=torch.float32, images=2, channels=3, h
 
 def _roi_visible(gen, device):
     f = lecture_feature_map(device)
-    t = lambda rows, dtype=torch.float32: torch.tensor(rows, dtype=dtype, device=device)  # noqa: E731
+    t = functools.partial(_tensor, device=device)
     lecture = t([[0, 6, 5.3, 7, 6.3]])
     yield Case("the lecture's sample: f(6.5, 5.8) = 0.1 f(6,5) + 0.1 f(7,5) + 0.4 f(6,6) + 0.4 f(7,6) = 64.5 "
                "(f(x, y) = 10 y + x; a 1 x 1 box centred at (6.5, 5.8), output 1 x 1)",
@@ -243,7 +245,7 @@ def scene_ious(gen, objects: int, dtype=torch.float32, grid=(12, 12)) -> Tensor:
 
 
 def _labels_visible(gen, device):
-    t = lambda rows, dtype=torch.float32: torch.tensor(rows, dtype=dtype, device=device)  # noqa: E731
+    t = functools.partial(_tensor, device=device)
     yield Case("one object, IoUs [0.85, 0.7, 0.5, 0.3, 0.1]: [1, 1, -1, -1, 0] (IoU >= 0.7 positive, < 0.3 "
                "negative, 0.3 itself ignored)", (t([[0.85, 0.7, 0.5, 0.3, 0.1]]), 0.7, 0.3), ("exact-threshold",),
                show=True)
@@ -270,7 +272,7 @@ def _labels_hidden(gen, device):
                                      (6, torch.float32, (0.5, 0.4))]:
         iou = scene_ious(gen, objects, dtype).to(device)
         tags = _tags(dtype, "scene", "low-quality", *(("thresholds",) * (hi != 0.7)))
-        yield Case(f"{objects} objects and {iou.shape[1]} anchors, thresholds {hi} / {lo}, {_f64(dtype)}",
+        yield Case(f"{objects} objects and {iou.shape[1]} anchors, thresholds {hi} / {lo}, {dtype_name(dtype)}",
                    (iou, hi, lo), tags)
     steps = torch.randint(0, 11, (6, 200), generator=gen).double() / 10  # IoUs 0, 0.1, ..., 1: ties, 0.3 and 0.7
     steps = steps * (torch.rand(6, 200, generator=gen) < 0.3)  # mostly 0, as for real anchors
@@ -330,7 +332,7 @@ def exact_match_scene(gen, objects: int, device="cpu"):
 
 
 def _ap_visible(gen, device):
-    t = lambda rows, dtype=torch.float32: torch.tensor(rows, dtype=dtype, device=device)  # noqa: E731
+    t = functools.partial(_tensor, device=device)
     ex = (t(EXAMPLE_DETECTIONS), t(EXAMPLE_SCORES), t(EXAMPLE_GT), 0.5)
     yield Case("the chapter's example: TP, TP, FP, FP (a duplicate), TP; precision 1, 1, 2/3, 1/2, 3/5, "
                "recall 1/3, 2/3, 2/3, 2/3, 1; AP = 2/3 * 1 + 1/3 * 3/5 = 0.8667", ex, show=True)
@@ -373,7 +375,7 @@ def _ap_hidden(gen, device):
         tags = _tags(dtype, "interpolation", "duplicates", *(("threshold",) * (thr != 0.5)),
                      *(("crowded",) * crowded), *(("ties",) * tied))
         yield Case(f"a {kind} scene of {objects} objects and {len(scene[0])} detections, IoU threshold {thr}, "
-                   f"{_f64(dtype)}", (*scene, thr), tags)
+                   f"{dtype_name(dtype)}", (*scene, thr), tags)
     yield Case("integer boxes: 8 objects, each with a detection at IoU exactly 0.5 and one just below",
                (*exact_match_scene(gen, 8, device), 0.5), ("exact-threshold",))
     boxes, scores, gt = detection_scene(gen, 6, device=device)
