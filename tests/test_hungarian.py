@@ -12,6 +12,7 @@ import torchvision.ops as tvo
 from scipy.optimize import linear_sum_assignment
 
 from cv_course.ops import HungarianMatcher, hungarian_match
+from cv_course.ops.hungarian import set_matching_example
 
 
 def brute_force_min(cost: torch.Tensor) -> float:
@@ -240,3 +241,21 @@ def test_matcher_errors():
         m({**outputs, "pred_boxes": outputs["pred_boxes"][..., :3]}, targets)
     with pytest.raises(ValueError, match="non-zero"):
         HungarianMatcher(0, 0, 0)
+
+
+def test_set_matching_example(capsys):
+    ex = set_matching_example()
+    printed = capsys.readouterr().out
+    assert printed.strip() == ex["text"]
+    # The docstring shows exactly what is printed.
+    assert ex["text"] in "\n".join(line.strip() for line in
+                                   set_matching_example.__doc__.splitlines())
+    assert (ex["pred_idx"].tolist(), ex["tgt_idx"].tolist()) == ([0, 2], [0, 1])
+    cat, dog, dup = ex["terms"][0], ex["terms"][2], ex["terms"][1]
+    e = math.e
+    # Hand-computed: softmax of (3, 0, 0), (0, 2, 0), (2, 0, 1); boxes 0.02 / 0.07 off.
+    assert cat == pytest.approx((math.log(1 + 2 / e ** 3), 0.02, 1 - 0.036 / 0.044), abs=1e-6)
+    assert dog == pytest.approx((math.log(1 + 2 / e ** 2), 0.07, 1 - 0.04 / 0.05), abs=1e-6)
+    assert dup == pytest.approx((math.log(e ** 2 + 1 + e) - 1,), abs=1e-6)
+    assert set_matching_example(verbose=False)["text"] == ex["text"]
+    assert capsys.readouterr().out == ""
