@@ -114,6 +114,14 @@ def test_alpha_below_zero_switches_weighting_off():
     torch.testing.assert_close(sigmoid_focal_loss(x, t, alpha=-1, gamma=0), bce)
 
 
+def test_non_contiguous_inputs(device):
+    x, t = _random((7, 5), torch.float32, device, seed=4)
+    xt, tt = x.t(), t.t()  # [5, 7] views, not contiguous
+    assert not xt.is_contiguous()
+    torch.testing.assert_close(sigmoid_focal_loss(xt, tt), sigmoid_focal_loss(x, t).t())
+    torch.testing.assert_close(sigmoid_focal_loss(xt, tt), tvo.sigmoid_focal_loss(xt, tt))
+
+
 def test_empty_and_reductions(device):
     for dtype in (torch.float32, torch.float64):
         x = torch.zeros(0, 80, dtype=dtype, device=device)

@@ -190,6 +190,18 @@ def test_matches_are_optimal_per_image(sizes, Q, device):
         assert alone[0].tolist() == pred_idx.tolist() and alone[1].tolist() == tgt_idx.tolist()
 
 
+def test_empty_batch_and_non_contiguous(device):
+    outputs, targets = random_batch([2, 3], Q=4, device=device, seed=5)
+    empty = {k: v[:0] for k, v in outputs.items()}
+    assert HungarianMatcher()(empty, []) == []
+    assert HungarianMatcher().cost_matrix(empty, []).shape == (0, 4, 0)
+    # Queries taken from a [Q, B, ...] layout (as a transformer decoder emits them).
+    flipped = {k: v.transpose(0, 1).contiguous().transpose(0, 1) for k, v in outputs.items()}
+    assert not flipped["pred_boxes"].is_contiguous()
+    m = HungarianMatcher()
+    torch.testing.assert_close(m.cost_matrix(flipped, targets), m.cost_matrix(outputs, targets))
+
+
 def test_block_diagonal_split_matters():
     """Image 0's query 0 sits exactly on image 1's object, and image 1's query 1 on image
     0's. Solving the whole [B*Q, T] matrix at once pairs them across images; per image,

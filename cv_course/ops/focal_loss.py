@@ -66,7 +66,8 @@ def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: float = 0.25, gam
     log_p = F.logsigmoid(inputs)  # log p
     log_q = F.logsigmoid(-inputs)  # log(1 - p)
     ce = -(targets * log_p + (1 - targets) * log_q)  # -log p_t: BCE with logits
-    one_minus_pt = targets * log_q.exp() + (1 - targets) * log_p.exp()  # 1 - p_t, no 1 - 1.0
+    # 1 - p_t from sigmoid(-x) = 1 - p, never as 1 - p, which rounds to 0 for x > 17 in float32.
+    one_minus_pt = targets * torch.sigmoid(-inputs) + (1 - targets) * torch.sigmoid(inputs)
     # x ** gamma has an infinite slope at x = 0 when gamma < 1; the smallest
     # normal number instead of an underflowed 0 keeps the gradient finite.
     tiny = torch.finfo(one_minus_pt.dtype).tiny

@@ -101,6 +101,8 @@ class HungarianMatcher:
         """
         logits, boxes = self._check(outputs, targets)
         B, Q, C1 = logits.shape
+        if B == 0:
+            return logits.new_zeros(0, Q, 0)
         # One matrix for the whole batch: a few large ops instead of B small ones.
         prob = logits.flatten(0, 1).softmax(-1)  # [B*Q, C+1]
         out_boxes = boxes.flatten(0, 1)  # [B*Q, 4]
@@ -121,6 +123,8 @@ class HungarianMatcher:
         """B pairs ``(pred_idx, tgt_idx)``, int64 Tensor[K_b] on the predictions' device;
         arguments as in ``cost_matrix``."""
         cost = self.cost_matrix(outputs, targets).cpu()  # [B, Q, T], one transfer
+        if not targets:
+            return []
         sizes = [len(t["boxes"]) for t in targets]
         # Image b's queries may only take image b's objects: keep the diagonal block.
         blocks = [c[b] for b, c in enumerate(cost.split(sizes, dim=-1))]  # B x [Q, T_b]
