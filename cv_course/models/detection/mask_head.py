@@ -45,6 +45,11 @@ def project_masks_on_boxes(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor
     if matched_idxs.shape != boxes.shape[:1]:
         raise ValueError(f"matched_idxs must have shape [P] = [{boxes.shape[0]}], got "
                          f"{list(matched_idxs.shape)}: one ground-truth index per proposal")
+    G = gt_masks.shape[0]
+    if matched_idxs.numel() and bool(((matched_idxs < 0) | (matched_idxs >= G)).any()):
+        raise ValueError(f"matched_idxs must index the G = {G} ground-truth masks, got values in "
+                         f"[{int(matched_idxs.min())}, {int(matched_idxs.max())}]; pass the "
+                         "matcher's indices for positive (foreground) proposals only")
     rois = torch.cat([matched_idxs[:, None].to(boxes), boxes], dim=1)  # [P, 5] (gt index, box)
     images = gt_masks[:, None].to(boxes.dtype)  # [G, 1, H, W]
     return roi_align(images, rois, (M, M), spatial_scale=1.0)[:, 0]  # [P, M, M]
