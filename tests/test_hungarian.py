@@ -64,6 +64,9 @@ def test_ties(shape, device):
         rows, cols = hungarian_match(cost)
         check_assignment(cost, rows, cols)
         assert int(cost[rows, cols].sum()) == brute_force_min(cost)
+        for dtype in (torch.float16, torch.bfloat16):  # small integers are exact in both
+            rows, cols = hungarian_match(cost.to(dtype))
+            assert int(cost[rows, cols].sum()) == brute_force_min(cost)
 
 
 def test_greedy_is_not_optimal():

@@ -57,7 +57,8 @@ def hungarian_match(cost: Tensor) -> tuple[Tensor, Tensor]:
     # The Hungarian algorithm is sequential (augmenting paths): it runs on the
     # CPU, once per image; the cost matrix itself is built vectorized on any device.
     try:
-        rows, cols = linear_sum_assignment(cost.detach().cpu().numpy())
+        # float64: numpy has no bfloat16, and it is exact for float16/32 and int costs.
+        rows, cols = linear_sum_assignment(cost.detach().cpu().double().numpy())
     except ValueError as err:  # every complete assignment crosses a +inf
         raise ValueError(f"no assignment avoids the +inf (forbidden) pairs: {err}") from None
     as_tensor = lambda a: torch.as_tensor(a, dtype=torch.int64).to(cost.device)  # noqa: E731
