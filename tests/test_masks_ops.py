@@ -9,14 +9,15 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_pa
 
 from cv_course.data.scenes import make_scenes
 from cv_course.ops import masks_to_boxes, paste_masks_in_image
-from cv_course.ops.masks import paste_masks_in_image_loop
+from cv_course.ops.masks import paste_masks_in_image_loop, resize_matrix
 
 # Tolerance against torchvision (and against our loop reference, which also uses
 # F.interpolate): PyTorch's CPU bilinear kernel computes the sampling position by an
 # equivalent formula in another order (for small outputs, normalised "antialias-style"
 # weights), so positions up to M + 2p ~ 30 differ by a few ulps of 30: ~2e-6 in float32,
-# ~4e-15 in float64, times a value difference of at most 1. A misplaced pixel or a wrong
-# weight would differ by ~0.01-1.
+# ~4e-15 in float64, times a value difference of at most 1; our matrix product also sums
+# the two taps (and exact zeros) in its own order. A misplaced pixel or a wrong weight
+# would differ by ~0.01-1.
 TOL = {torch.float32: 1e-5, torch.float64: 1e-13}
 
 
@@ -140,6 +141,15 @@ def test_paste_constant_mask_fills_the_integer_box():
     expected[0, 3:7, 2:10] = 1  # columns 2..9, rows 3..6 (x2 = last column, as torchvision)
     expected[1, 1:20, 0:4] = 1  # x1 -4.5 truncates toward zero to -4, clipped at 0
     assert torch.equal(out, expected)
+
+
+def test_resize_matrix_rows_are_weights_inside_the_box():
+    first, last = torch.tensor([2, -3, 5]), torch.tensor([9, 4, 3])  # the last box is inverted
+    R = resize_matrix(first, last, 12, 30, torch.float64)  # [3, 12, 30]
+    rows = R.sum(2)  # [3, 12]
+    inside = (torch.arange(12) >= first[:, None]) & (torch.arange(12) <= last[:, None])
+    torch.testing.assert_close(rows, inside.double())  # partition of unity in the box, 0 outside
+    assert ((R > 0).sum(2) <= 2).all() and (R >= 0).all()  # at most two taps, convex weights
 
 
 def test_paste_empty_and_errors(device):

@@ -106,14 +106,31 @@ def resize_taps(first: Tensor, last: Tensor, image_size: int, mask_size: int, dt
     return lo, hi, (1 - frac) * inside, frac * inside
 
 
+def resize_matrix(first: Tensor, last: Tensor, image_size: int, mask_size: int,
+                  dtype: torch.dtype) -> Tensor:
+    """Bilinear resizing along one axis as a matrix: row i holds image pixel i's two weights.
+
+    Args:
+        first, last (Tensor[N] int64): first and last image pixel of each box on this axis.
+    Returns:
+        Tensor[N, image_size, mask_size]: ``R @ v`` resizes a mask column ``v`` to the
+        box and places it in the image (rows outside the box are zero).
+    """
+    lo, hi, w_lo, w_hi = resize_taps(first, last, image_size, mask_size, dtype)  # [N, L] each
+    R = torch.zeros(len(first), image_size, mask_size, dtype=dtype, device=first.device)
+    R.scatter_add_(2, lo[..., None], w_lo[..., None])  # lo == hi at the last pixel: weights add
+    return R.scatter_add_(2, hi[..., None], w_hi[..., None])  # [N, L, mask_size]
+
+
 def paste_masks_in_image(masks: Tensor, boxes: Tensor, img_shape: tuple[int, int],
                          padding: int = 1) -> Tensor:
     """Resize each M x M mask to its box and place it in an empty H x W image.
 
     Same numbers as ``torchvision.models.detection.roi_heads.paste_masks_in_image``
     (pad, grow the box, truncate it to integers, bilinear resize, clip to the image),
-    but vectorized over objects: bilinear resizing is separable, so one gather
-    along x for every object and one along y give all ``N`` images at once.
+    but vectorized over objects. Bilinear resizing is linear and separable, so
+    resizing and placing mask ``P`` is two matrix products, ``Ry @ P @ Rx^T``
+    (:func:`resize_matrix`), one batched product for all N objects at once.
     Boxes partly or wholly outside the image are clipped (wholly outside: a zero
     image; torchvision raises for some of those).
 
@@ -133,17 +150,12 @@ def paste_masks_in_image(masks: Tensor, boxes: Tensor, img_shape: tuple[int, int
     check_boxes(boxes)
     check_same_length(masks, boxes, "masks", "boxes")
     H, W = img_shape
-    N = masks.shape[0]
     padded, ibox = expand_boxes_and_masks(masks, boxes, padding)  # [N, Mp, Mp], [N, 4]
     Mp = padded.shape[-1]
-    ylo, yhi, wy_lo, wy_hi = resize_taps(ibox[:, 1], ibox[:, 3], H, Mp, masks.dtype)  # [N, H] each
-    xlo, xhi, wx_lo, wx_hi = resize_taps(ibox[:, 0], ibox[:, 2], W, Mp, masks.dtype)  # [N, W] each
-    # resize along x: every mask row at the W image columns, then along y (torchvision's order)
-    cols = (padded.gather(2, xlo[:, None, :].expand(N, Mp, W)) * wx_lo[:, None, :]
-            + padded.gather(2, xhi[:, None, :].expand(N, Mp, W)) * wx_hi[:, None, :])  # [N, Mp, W]
-    image = (cols.gather(1, ylo[:, :, None].expand(N, H, W)) * wy_lo[:, :, None]
-             + cols.gather(1, yhi[:, :, None].expand(N, H, W)) * wy_hi[:, :, None])  # [N, H, W]
-    return image[:, None]  # [N, 1, H, W]
+    Ry = resize_matrix(ibox[:, 1], ibox[:, 3], H, Mp, masks.dtype)  # [N, H, Mp]
+    Rx = resize_matrix(ibox[:, 0], ibox[:, 2], W, Mp, masks.dtype)  # [N, W, Mp]
+    cols = padded @ Rx.transpose(1, 2)  # [N, Mp, W] along x first, as torchvision's kernel
+    return (Ry @ cols)[:, None]  # [N, 1, H, W]
 
 
 def paste_masks_in_image_loop(masks: Tensor, boxes: Tensor, img_shape: tuple[int, int],
