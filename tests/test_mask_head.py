@@ -1,4 +1,4 @@
-"""Mask R-CNN's mask branch: targets and loss against torchvision, head shapes at the lecture's size."""
+"""Mask R-CNN's mask branch: targets and loss vs torchvision, head shapes at the lecture's size."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def test_project_masks_empty_and_errors():
     masks = torch.ones(3, 10, 10, dtype=torch.bool)
     out = project_masks_on_boxes(masks, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), 28)
     assert out.shape == (0, 28, 28)
-    with pytest.raises(ValueError, match="must index the G = 3"):  # a proposal matched to a missing mask
+    # a proposal matched to a mask that does not exist
+    with pytest.raises(ValueError, match="must index the G = 3"):
         project_masks_on_boxes(masks, torch.tensor([[0.0, 0, 5, 5]]), torch.tensor([3]), 28)
     with pytest.raises(ValueError, match="one ground-truth index per proposal"):
         project_masks_on_boxes(masks, torch.tensor([[0.0, 0, 5, 5]]), torch.tensor([0, 1]), 28)
@@ -83,8 +84,8 @@ def test_mask_loss_matches_torchvision_value_and_gradient():
 
 def test_mask_loss_trains_only_the_ground_truth_class():
     logits, proposals, gt_masks, labels, matched = loss_inputs(2)
-    (grad,) = torch.autograd.grad(mask_loss(logits, proposals, gt_masks, labels, matched)["loss_mask"],
-                                  logits)
+    loss = mask_loss(logits, proposals, gt_masks, labels, matched)["loss_mask"]
+    (grad,) = torch.autograd.grad(loss, logits)
     true_class = torch.cat([lab[i] for lab, i in zip(labels, matched)])  # [P]
     touched = grad.abs().flatten(2).amax(2) > 0  # [P, C]
     assert torch.equal(touched, torch.nn.functional.one_hot(true_class, logits.shape[1]).bool())
@@ -119,7 +120,8 @@ def test_mask_loss_errors():
 def test_mask_head_shapes_at_the_lecture_size():
     """The lecture's worked example: 5 objects, 256x14x14 in, two convs, 80x28x28 out."""
     shapes = mask_head_shapes()
-    assert shapes == {"input": (5, 256, 14, 14), "conv1": (5, 256, 14, 14), "conv2": (5, 256, 14, 14),
+    assert shapes == {"input": (5, 256, 14, 14), "conv1": (5, 256, 14, 14),
+                      "conv2": (5, 256, 14, 14),
                       "upsample": (5, 256, 28, 28), "logits": (5, 80, 28, 28)}
     four = mask_head_shapes(num_convs=4)  # the paper's FPN head
     assert four["conv4"] == (5, 256, 14, 14) and four["logits"] == (5, 80, 28, 28)

@@ -76,7 +76,7 @@ def test_torchvision_empty_mask_box_is_ambiguous():
 
 # ------------------------------------------------------------------ paste_masks_in_image
 def random_boxes(n, H, W, dtype, g, min_size=1.0, max_size=60.0):
-    """Boxes that overlap the image (torchvision raises on some wholly outside), often partly outside."""
+    """Boxes overlapping the image, often partly outside (torchvision raises on some outside)."""
     x1 = torch.rand(n, generator=g, dtype=torch.float64) * (W - 5 + 15) - 15
     y1 = torch.rand(n, generator=g, dtype=torch.float64) * (H - 5 + 15) - 15
     wh = min_size + torch.rand(n, 2, generator=g, dtype=torch.float64) * (max_size - min_size)
@@ -122,7 +122,8 @@ def test_paste_matches_loop_reference_including_boxes_wholly_outside():
     g = torch.Generator().manual_seed(2)
     H, W = 40, 50
     boxes = random_boxes(30, H, W, torch.float64, g)
-    outside = torch.tensor([[-30.0, -30, -10, -10], [60, 5, 80, 20], [5, 45, 20, 70], [-20, 5, -3, 9]])
+    outside = torch.tensor([[-30.0, -30, -10, -10], [60, 5, 80, 20], [5, 45, 20, 70],
+                            [-20, 5, -3, 9]])
     boxes = torch.cat([boxes, outside.double()])
     masks = torch.rand(len(boxes), 1, 28, 28, generator=g, dtype=torch.float64)
     ours = paste_masks_in_image(masks, boxes, (H, W))
@@ -156,13 +157,15 @@ def test_paste_empty_and_errors(device):
     for dtype in (torch.float32, torch.float64):
         out = paste_masks_in_image(torch.zeros(0, 1, 28, 28, dtype=dtype, device=device),
                                    torch.zeros(0, 4, dtype=dtype, device=device), (10, 12))
-        assert out.shape == (0, 1, 10, 12) and out.dtype == dtype and out.device.type == device.type
+        assert out.shape == (0, 1, 10, 12) and out.dtype == dtype
+        assert out.device.type == device.type
     with pytest.raises(ValueError, match=r"\[N, 1, M, M\]"):
         paste_masks_in_image(torch.zeros(2, 28, 28), torch.zeros(2, 4), (10, 10))
     with pytest.raises(ValueError, match="same length"):
         paste_masks_in_image(torch.zeros(2, 1, 28, 28), torch.zeros(3, 4), (10, 10))
     with pytest.raises(ValueError, match="floating-point"):
-        paste_masks_in_image(torch.zeros(2, 1, 28, 28, dtype=torch.bool), torch.zeros(2, 4), (10, 10))
+        paste_masks_in_image(torch.zeros(2, 1, 28, 28, dtype=torch.bool), torch.zeros(2, 4),
+                             (10, 10))
 
 
 def test_paste_gradcheck():

@@ -102,7 +102,8 @@ def resize_taps(first: Tensor, last: Tensor, image_size: int, mask_size: int, dt
     lo = src.floor().long().clamp(max=mask_size - 1)
     hi = (lo + 1).clamp(max=mask_size - 1)
     frac = (src - lo.to(dtype)).clamp(0, 1)  # [N, L]
-    inside = ((pos[None, :] >= first[:, None]) & (pos[None, :] <= last[:, None])).to(dtype)  # [N, L]
+    inside = (pos[None, :] >= first[:, None]) & (pos[None, :] <= last[:, None])  # [N, L]
+    inside = inside.to(dtype)
     return lo, hi, (1 - frac) * inside, frac * inside
 
 

@@ -24,8 +24,9 @@ from torch import Tensor, nn
 from ...ops.roi_align import roi_align
 
 
-def project_masks_on_boxes(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor, M: int) -> Tensor:
-    """Mask targets: each proposal's ground-truth mask, cropped to the proposal and resized to M x M.
+def project_masks_on_boxes(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor,
+                           M: int) -> Tensor:
+    """Mask targets: each proposal's ground-truth mask, cropped to its box, resized to M x M.
 
     RoI Align (``aligned=False``, adaptive sampling, as torchvision's
     ``project_masks_on_boxes``) on the masks as a batch of one-channel images:
@@ -89,7 +90,8 @@ def mask_loss(mask_logits: Tensor, proposals: list[Tensor], gt_masks: list[Tenso
                          "positive proposals in all")
     if P == 0:  # the mean of nothing is NaN; keep the graph so backward still runs
         return {"loss_mask": mask_logits.sum() * 0}
-    logits = mask_logits[torch.arange(P, device=labels.device), labels]  # [P, M, M] true class only
+    rows = torch.arange(P, device=labels.device)
+    logits = mask_logits[rows, labels]  # [P, M, M]: the ground-truth class's mask only
     return {"loss_mask": F.binary_cross_entropy_with_logits(logits, targets)}
 
 
@@ -104,7 +106,8 @@ class MaskHead(nn.Module):
         channels (int): width of those layers and of the transposed conv (256 in the paper).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, num_convs: int = 4, channels: int = 256):
+    def __init__(self, in_channels: int, num_classes: int, num_convs: int = 4,
+                 channels: int = 256):
         super().__init__()
         layers = []
         for i in range(num_convs):
@@ -112,7 +115,8 @@ class MaskHead(nn.Module):
                        nn.ReLU(inplace=True)]
         self.convs = nn.Sequential(*layers)
         # 2x2 kernel, stride 2: each input pixel paints its own 2x2 output block (no overlap)
-        self.upsample = nn.ConvTranspose2d(channels if num_convs else in_channels, channels, 2, stride=2)
+        width = channels if num_convs else in_channels
+        self.upsample = nn.ConvTranspose2d(width, channels, 2, stride=2)
         self.predictor = nn.Conv2d(channels, num_classes, 1)
         for m in self.modules():  # as torchvision's MaskRCNNHeads / MaskRCNNPredictor
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
