@@ -72,7 +72,7 @@ def expand_boxes_and_masks(masks: Tensor, boxes: Tensor, padding: int) -> tuple[
         (x1, y1, x2, y2) whose corners are the first and last pixel rows/columns).
     """
     M = masks.shape[-1]
-    padded = F.pad(masks[:, 0], (padding,) * 4)  # [N, Mp, Mp]
+    padded = F.pad(masks[:, 0], (padding,) * 4)  # [N, Mp, Mp], Mp = M + 2 * padding
     scale = float(M + 2 * padding) / M
     # torchvision's arithmetic, in the same order, so that the truncated corners agree exactly
     half = (boxes[:, 2:] - boxes[:, :2]) * 0.5  # [N, 2] half width, half height
