@@ -42,3 +42,28 @@ c.Autograde.autograde_preprocessors = [
 ]
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+
+# ---- Submissions downloaded as zip files: `nbgrader zip_collect ASSIGNMENT` ----
+# Put one zip file per student, named after the student's id, in
+#   downloaded/ASSIGNMENT/archive/STUDENT_ID.zip   (holding the notebook, in any folder)
+# zip_collect extracts each to downloaded/ASSIGNMENT/extracted/STUDENT_ID/ and copies
+# the notebooks to submitted/STUDENT_ID/ASSIGNMENT/. The pattern below reads the
+# student's id from that folder name (nbgrader matches it against the full path).
+c.ZipCollectApp.downloaded_directory = "downloaded"
+c.ZipCollectApp.archive_directory = "archive"
+c.ZipCollectApp.extracted_directory = "extracted"
+c.FileNameCollectorPlugin.named_regexp = r".*/extracted/(?P<student_id>[^/]+)/(?:.*/)?(?P<file_id>[^/]+\.ipynb)$"
+
+# ---- Logs an instructor can read, feedback a student can read offline ----
+# (cv_course.grading.autograde.quiet and .feedback say what each one does and why.)
+from pathlib import Path  # noqa: E402
+
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import GetGrades  # noqa: E402
+
+from cv_course.grading.autograde.feedback import OfflineMath, ShortTracebacks  # noqa: E402
+from cv_course.grading.autograde.quiet import kernel_arguments, quiet_nbgrader  # noqa: E402
+
+quiet_nbgrader(Path(__file__).resolve().parent / c.CourseDirectory.source_directory)
+c.Execute.extra_arguments = list(kernel_arguments)
+c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, ShortTracebacks, OfflineMath]

@@ -23,10 +23,12 @@ from pathlib import Path
 from nbgrader.api import Gradebook, MissingEntry
 
 from ..release import nbgrader_env
+from .quiet import ignore_gradebook_warnings
 
 
 def template_db(db_url: str, assignment: str, course_id: str = "") -> bytes:
     """A gradebook (SQLite file, as bytes) with ``assignment`` copied from ``db_url``."""
+    ignore_gradebook_warnings()
     os.environ["PATH"] = nbgrader_env()["PATH"]  # a new gradebook runs `alembic` from the interpreter's bin
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gradebook.db"
@@ -67,6 +69,7 @@ def read_results(db_path: Path, assignment: str, student: str) -> tuple[object, 
 
 def merge(db_url: str, assignment: str, student: str, timestamp, notebooks: dict, course_id: str = "") -> None:
     """Write one submission's :func:`read_results` into the gradebook at ``db_url``."""
+    ignore_gradebook_warnings()
     with Gradebook(db_url, course_id) as gb:
         gb.update_or_create_student(student)
         if timestamp is not None:

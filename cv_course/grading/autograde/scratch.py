@@ -110,10 +110,22 @@ def _worker_env(job: Job) -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child: be killed when the worker that started it dies (Linux; elsewhere a no-op).
+    Its kernel follows: ipykernel exits when its parent does."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _run(cmd: list[str], cwd: Path, env: dict, timeout: float) -> tuple[int | None, str]:
-    """Run ``cmd`` in its own process group; kill the group (kernels too) at ``timeout``."""
+    """Run ``cmd`` in its own process group; kill the group (kernels too) at ``timeout`` or
+    when this worker is interrupted."""
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=_die_with_parent)
     try:
         out, _ = proc.communicate(timeout=timeout)
         return proc.returncode, out
@@ -121,6 +133,9 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: float) -> tuple[int | No
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
         return None, out
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
 
 
 def _autograde(job: Job, course: Path, step: str, args: str, timeout: float) -> tuple[bool, str]:
