@@ -16,7 +16,7 @@ _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 def parse_memory(text: str) -> int:
     """"4GB", "512M", "0" (no limit) -> bytes (binary units: 1 GB = 2**30 bytes)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text.upper())
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)I?B?\s*", text.upper())
     if not m:
         raise argparse.ArgumentTypeError(f"memory must look like 4GB, 512MB or 0, not {text!r}")
     return int(float(m.group(1)) * _UNITS[m.group(2)])
