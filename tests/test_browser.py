@@ -194,3 +194,14 @@ def test_assignments_page_links_resolve(pages, server):
         if url.endswith(".zip"):
             names = zipfile.ZipFile(io.BytesIO(body)).namelist()
             assert any(n.endswith(".ipynb") for n in names), f"{url} holds no notebook: {names}"
+
+
+def test_a_figure_enlarges_on_click(pages, browser, server):
+    page = next(p for p in chapter_files() if pages[p]["figures"])
+    browser.get(f"{server}/{page}.html")
+    shown = browser.execute_script(
+        "const img = document.querySelector('main figure img'); img.scrollIntoView(); img.click();"
+        "const box = document.querySelector('.course-lightbox img');"
+        "return box ? [box.getBoundingClientRect().width, img.getBoundingClientRect().width] : null;")
+    assert shown, f"{page}: clicking a figure opened no enlarged view"
+    assert shown[0] > shown[1], f"{page}: the enlarged figure ({shown[0]} px) is not larger ({shown[1]} px)"

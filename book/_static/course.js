@@ -22,9 +22,12 @@
   document.addEventListener("keydown", function (e) { if (e.key === "Escape") { close(); } });
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("figure img, div.cell_output img").forEach(function (img) {
-      if (img.closest("a")) { return; }  // an image that is already a link keeps its link
+      var link = img.closest("a");
+      // Sphinx links a scaled image to its file (a.image-reference): open it here
+      // instead; any other link around an image keeps its target
+      if (link && !link.classList.contains("image-reference")) { return; }
       img.title = img.title || "Click to enlarge";
-      img.addEventListener("click", function () { open(img); });
+      img.addEventListener("click", function (e) { e.preventDefault(); open(img); });
     });
   });
 })();
