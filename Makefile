@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup book book-assets browser book-clean test test-fast bench bench-quality release clean
+.PHONY: setup book book-assets browser book-clean test test-fast bench bench-quality release autograde clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -77,6 +77,12 @@ bench-quality: setup
 # Regenerate assignments/ (the student release) from solutions/.
 release: setup
 	$(PY) -m cv_course.grading.release
+
+# Autograde every submission of one assignment, in parallel (see the README's
+# instructor section): make autograde A=02_boxes [ARGS="--workers 4 --memory 4GB"]
+autograde: setup
+	@test -n "$(A)" || { echo "usage: make autograde A=02_boxes [ARGS=...]"; exit 1; }
+	$(PY) -m cv_course.grading.autograde $(A) $(ARGS)
 
 clean:
 	rm -rf _build .pytest_cache
