@@ -112,7 +112,7 @@ class MultiScaleRoIAlign(nn.Module):
         image = torch.cat([torch.full((len(b),), i, device=flat.device, dtype=flat.dtype)
                            for i, b in enumerate(boxes)]) if boxes else flat.new_zeros(0)
         rois = torch.cat([image[:, None], flat], 1)  # [K, 5]
-        N, C = levels[0].shape[:2]
+        C = levels[0].shape[1]
         out = levels[0].new_zeros((len(rois), C) + self.output_size)  # [K, C, PH, PW]
         for i, (x, scale) in enumerate(zip(levels, scales)):  # one roi_align per level, not per RoI
             here = torch.where(level == i)[0]
