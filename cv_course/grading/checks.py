@@ -86,8 +86,8 @@ def first_change(before: Any, after: Any, path: str) -> str | None:
     Modules are compared with their snapshots elsewhere (:mod:`.models`)."""
     if isinstance(before, Tensor):
         same = (isinstance(after, Tensor) and after.shape == before.shape and after.dtype == before.dtype
-                and (before.numel() == 0 or bool((after.detach() == before).logical_or(
-                    after.detach().isnan() & before.isnan()).all())))
+                and after.device == before.device and (before.numel() == 0 or bool(
+                    (after.detach() == before).logical_or(after.detach().isnan() & before.isnan()).all())))
         return None if same else path
     if isinstance(before, (list, tuple)):
         if type(after) is not type(before) or len(after) != len(before):
