@@ -22,7 +22,8 @@ WRONG_NMS = '''def nms(boxes, scores, iou_threshold):
 # os reached through a module the scan allows: the kernel process ends mid-check
 EXIT_NMS = _nms_doing("    torch.serialization.os._exit(3)")
 LOOP_NMS = _nms_doing("    while True:\n        pass")
-HOG_NMS = _nms_doing("    hoard = []\n    while True:\n        hoard.append(torch.ones(2**26))  # 256 MB more each time")
+HOG_NMS = _nms_doing("    hoard = []\n    while True:\n"
+                     "        hoard.append(torch.ones(2**26))  # 256 MB more each time")
 RAISING_NMS = _nms_doing("    raise ValueError('not finished')")
 
 # name -> answers (grade_id -> code); box_iou is right in each, so only nms differs

@@ -22,6 +22,15 @@ def parse_memory(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
+def available_memory() -> int | None:
+    """MemAvailable of this machine in bytes (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cv_course.grading.autograde",
                                 description="Autograde every submission of an assignment with nbgrader, "
@@ -49,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
 
     cell_timeout = args.timeout or Course.load(course).cell_timeout
     limits = Limits(memory=args.memory, cell_timeout=cell_timeout, submission_timeout=args.submission_timeout)
+    free = available_memory()
+    if not args.scheduler and free and args.workers * args.memory > free:
+        print(f"warning: {args.workers} workers x --memory {args.memory / 2**30:.1f} GiB is more than the "
+              f"{free / 2**30:.1f} GiB available: memory hogs together could reach swap or the OOM killer; "
+              "use fewer --workers or a lower --memory", file=sys.stderr)
     outcome = autograde(course, args.assignment, workers=args.workers, scheduler=args.scheduler, limits=limits,
                         force=args.force, students=args.student, progress=not args.no_progress)
     report = write_report(course, outcome, args.report or course / "autograde-report" / args.assignment)

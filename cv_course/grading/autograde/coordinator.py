@@ -50,8 +50,10 @@ class Course:
     def students(self, assignment: str) -> list[str]:
         """Students with a notebook under submitted/STUDENT/ASSIGNMENT/."""
         top = self.root / self.dirs.submitted_directory
-        return sorted(p.name for p in top.iterdir() if any(self.folder("submitted", p.name, assignment).glob("*.ipynb"))) \
-            if top.is_dir() else []
+        if not top.is_dir():
+            return []
+        return sorted(p.name for p in top.iterdir()
+                      if any(self.folder("submitted", p.name, assignment).glob("*.ipynb")))
 
     def is_graded(self, assignment: str, student: str) -> bool:
         """nbgrader's rule: every notebook autograded, and the submission not newer."""
