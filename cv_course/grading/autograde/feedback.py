@@ -24,9 +24,11 @@ import tempfile
 from pathlib import Path
 
 from nbconvert.preprocessors import Preprocessor
+from traitlets import Bool
 
 MAX_FRAMES = 4  # traceback entries kept: the first one and the last MAX_FRAMES - 1
-_MATH = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$", re.DOTALL)
+_MATH = re.compile(r"\$\$(.+?)\$\$|\$([^$]+?)\$", re.DOTALL)  # inline formulas may span lines too
+_MATHTEXT = {r"\dfrac": r"\frac", r"\tfrac": r"\frac", r"\text{": r"\mathrm{"}  # what mathtext spells otherwise
 _CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.DOTALL)  # no formulas inside code
 
 
@@ -35,8 +37,11 @@ def tex_svg(tex: str, display: bool) -> str | None:
     from matplotlib.mathtext import math_to_image
 
     buf = io.BytesIO()
+    drawn = " ".join(tex.split())
+    for tex_name, mathtext_name in _MATHTEXT.items():
+        drawn = drawn.replace(tex_name, mathtext_name)
     try:
-        math_to_image(f"${' '.join(tex.split())}$", buf, prop=None, dpi=72 * (1.3 if display else 1.1),
+        math_to_image(f"${drawn}$", buf, prop=None, dpi=72 * (1.3 if display else 1.1),
                       format="svg")
     except (ValueError, RuntimeError):  # an unsupported command: keep the TeX
         return None
@@ -58,6 +63,8 @@ def offline_math(markdown: str) -> str:
 
 class OfflineMath(Preprocessor):
     """Markdown formulas as inline SVG (see the module docstring)."""
+
+    enabled = Bool(True)  # nbconvert runs a registered preprocessor only when enabled
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type == "markdown" and "$" in cell.source:
@@ -87,6 +94,8 @@ def short_traceback(lines: list[str], prefixes: list[str] | None = None) -> list
 
 class ShortTracebacks(Preprocessor):
     """Error outputs with short, path-free tracebacks (see the module docstring)."""
+
+    enabled = Bool(True)
 
     def preprocess_cell(self, cell, resources, index):
         for output in cell.get("outputs", []):
