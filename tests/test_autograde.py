@@ -98,6 +98,20 @@ def test_death_reasons_say_what_happened():
     assert "SIGSEGV" in death_reason(-signal.SIGSEGV, 0)
 
 
+def test_each_kernel_gets_one_math_thread_and_one_gpu(monkeypatch):
+    from cv_course.grading.autograde.coordinator import cuda_devices
+    from cv_course.grading.autograde.scratch import Job, _worker_env
+
+    env = _worker_env(Job(A, "s", "", b"", {}, {}, cuda_devices=["2", "3"]))  # outside a worker: the first
+    assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "1" and env["CUDA_VISIBLE_DEVICES"] == "2"
+    no_gpu = _worker_env(Job(A, "s", "", b"", {}, {}))  # no devices: the environment's setting, untouched
+    assert no_gpu.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
+    assert cuda_devices() == ["1", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert cuda_devices() == []
+
+
 # ---- slow: serial nbgrader against the command, on one course ----
 
 def _limit_memory():
