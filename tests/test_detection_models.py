@@ -19,14 +19,11 @@ from cv_course.models.detection import (
     RCNN,
     FastRCNN,
     FasterRCNN,
-    FasterRCNNConfig,
     sliding_window_proposals,
 )
 from cv_course.models.detection.rpn import flatten_anchor_maps
+from detection_tiny import TINY
 
-TINY = FasterRCNNConfig(pretrained=False, fpn_channels=16, representation_size=32,
-                        rpn_batch_size_per_image=64, box_batch_size_per_image=32,
-                        rpn_pre_nms_top_n=(100, 50), rpn_post_nms_top_n=(50, 20))
 LOSSES = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
 
 

@@ -22,12 +22,9 @@ from cv_course.experiments.detection import (
     trained_detector,
     warmup_cosine,
 )
-from cv_course.models.detection import FasterRCNNConfig
 from cv_course.train_detection import DetectionHistory, fit_detector
+from detection_tiny import TINY
 
-TINY = FasterRCNNConfig(pretrained=False, fpn_channels=16, representation_size=32,
-                        rpn_batch_size_per_image=64, box_batch_size_per_image=32,
-                        rpn_pre_nms_top_n=(100, 50), rpn_post_nms_top_n=(50, 20))
 SETUP = DetectionSetup(size=64, max_objects=4, n_train=8, n_val=4, epochs=2, batch_size=4,
                        warmup_steps=2)
 LOSSES = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
