@@ -32,12 +32,15 @@ $(MATHJAX):
 	rm -rf _build/mathjax-tmp
 	@test -f $(MATHJAX)
 
-# What the book needs besides Python packages: MathJax, and the FCN/U-Net
-# chapter's trained models in the package cache (trained here, outside the
-# notebook's execution timeout; a no-op once cached).
+# What the book needs besides Python packages: MathJax, and the trained models
+# of the FCN/U-Net and detection chapters in the package cache (trained here,
+# outside the notebooks' execution timeout). The two trainings run side by side,
+# one math thread each (two cores, no oversubscription); each is a no-op once
+# its weights are cached.
 book-assets: setup $(MATHJAX)
-	OMP_NUM_THREADS=1 $(PY) -m cv_course.experiments.segmentation
-	OMP_NUM_THREADS=1 $(PY) -c "from cv_course.experiments.detection import trained_detector; trained_detector()"
+	OMP_NUM_THREADS=1 $(PY) -m cv_course.experiments.segmentation & seg=$$!; \
+	OMP_NUM_THREADS=1 $(PY) -c "from cv_course.experiments.detection import trained_detector; \
+	trained_detector()"; det=$$?; wait $$seg && test $$det = 0
 
 book: book-assets
 	$(VENV)/bin/jupyter-book build . -W --keep-going
