@@ -37,7 +37,7 @@ def nbgrader(course: Path, *args: str, timeout: int = 1800) -> str:
 PLAIN_CONFIG = """c = get_config()
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "assignments"
-c.Execute.timeout = 180
+c.Execute.timeout = 300
 """
 
 
