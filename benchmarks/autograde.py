@@ -7,7 +7,8 @@ three ways in one run:
 
 1. serial ``nbgrader autograde 02_boxes`` (its process under the same memory
    limit, so the hog cannot take the machine: nbgrader has none of its own);
-2. ``python -m cv_course.grading.autograde --workers 2`` (a Dask LocalCluster);
+2. ``python -m cv_course.grading.autograde --workers 2`` (a Dask LocalCluster),
+   and the same with ``--subprocess`` (a new nbgrader process per submission);
 3. the same against a separately started ``dask scheduler`` with two
    ``dask worker`` processes on this machine (the cluster path).
 
@@ -126,13 +127,15 @@ def main() -> None:
         roster = kinds(args.n)
         for i, kind in enumerate(roster):
             submit(base, A, f"s{i:03d}_{kind}", answers(kind))
-        copies = {w: shutil.copytree(base, Path(tmp) / w) for w in ("serial", "local", "cluster")}
+        copies = {w: shutil.copytree(base, Path(tmp) / w) for w in ("serial", "local", "subprocess", "cluster")}
         ours = [PY, "-m", "cv_course.grading.autograde", A, "--timeout", str(args.timeout), "--memory",
                 args.memory, "--no-progress"]
         watch = MemoryWatch()
         watch.start()
         seconds = {"serial nbgrader": timed([PY, "-m", "nbgrader", "autograde", A], copies["serial"], limit),
-                   "ours, LocalCluster --workers 2": timed(ours + ["--workers", "2"], copies["local"])}
+                   "ours, LocalCluster --workers 2": timed(ours + ["--workers", "2"], copies["local"]),
+                   "ours, --workers 2 --subprocess (nbgrader started per submission)":
+                       timed(ours + ["--workers", "2", "--subprocess"], copies["subprocess"])}
         procs = cluster(copies["cluster"], args.port)
         time.sleep(10)  # the workers register
         try:
@@ -150,7 +153,7 @@ def main() -> None:
     print("| way | wall s | submissions/min | x serial |\n| --- | --- | --- | --- |")
     for way, s in seconds.items():
         print(f"| {way} | {s:.0f} | {60 * args.n / s:.2f} | {serial / s:.2f} |")
-    for way in ("local", "cluster"):
+    for way in ("local", "subprocess", "cluster"):
         diff = [s for s in scores["serial"] if not s.endswith("_exit") and scores[way].get(s) != scores["serial"][s]]
         print(f"scores {way} vs serial: {'identical' if not diff else f'DIFFER for {diff}'} "
               f"({len(scores[way])} graded; serial saved grades for {len(scores['serial'])})")

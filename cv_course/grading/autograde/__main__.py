@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="report folder (default: autograde-report/ASSIGNMENT in the course directory)")
     p.add_argument("--course", type=Path, default=Path.cwd(), help="course directory (default: here)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--subprocess", action="store_true",
+                   help="a new `python -m nbgrader` process per submission (slower; killed at a hard deadline) "
+                        "instead of nbgrader inside the worker process")
     args = p.parse_args(argv)
     course = args.course.resolve()
     from .coordinator import Course
@@ -64,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{free / 2**30:.1f} GiB available: memory hogs together could reach swap or the OOM killer; "
               "use fewer --workers or a lower --memory", file=sys.stderr)
     outcome = autograde(course, args.assignment, workers=args.workers, scheduler=args.scheduler, limits=limits,
-                        force=args.force, students=args.student, progress=not args.no_progress)
+                        force=args.force, students=args.student, progress=not args.no_progress,
+                        subprocess=args.subprocess)
     report = write_report(course, outcome, args.report or course / "autograde-report" / args.assignment)
     print(summary(outcome))
     print(f"Report: {report}")

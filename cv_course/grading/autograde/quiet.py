@@ -67,4 +67,7 @@ def quiet_nbgrader(source: Path) -> None:
     ignore_gradebook_warnings()
     checksum = HiddenTestChecksum(hidden_test_cells(source))
     for name in APP_LOGGERS:
-        logging.getLogger(name).addFilter(checksum)
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, HiddenTestChecksum)]:
+            logger.removeFilter(old)  # a worker loads the configuration once per submission
+        logger.addFilter(checksum)

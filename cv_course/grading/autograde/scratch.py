@@ -11,6 +11,14 @@ the autograded files, for the coordinator to merge. Nothing outside the
 temporary folder is written, so workers never contend for the course's SQLite
 file.
 
+nbgrader runs in the worker's own process by default (a worker imports it
+once; a new ``python -m nbgrader`` per submission cost 3-10 s more each,
+measured), one submission at a time per process, since nbgrader changes the
+process's working directory and environment while it grades. The student's
+code runs in the kernel, a separate process, either way. ``Job.subprocess``
+runs ``python -m nbgrader autograde`` instead, in its own process group that
+is killed at a hard deadline.
+
 If nbgrader could not grade the submission at all (it was still running at
 the hard deadline, or failed), the submission is autograded again with the
 execute step replaced by ``contain.NotRun``: every graded cell scores zero
@@ -19,11 +27,14 @@ with the reason, and feedback can still be generated.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +65,7 @@ class Job:
     limits: Limits = field(default_factory=Limits)
     directories: dict[str, str] = field(default_factory=dict)  # CourseDirectory names: source_directory, ...
     cuda_devices: list[str] = field(default_factory=list)  # spread over workers by worker name
+    subprocess: bool = False  # a new `python -m nbgrader` process per submission (see the module docstring)
 
 
 @dataclass
@@ -138,13 +150,53 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: float) -> tuple[int | No
         raise
 
 
+_ONE_AT_A_TIME = threading.Lock()  # nbgrader in-process changes the process's cwd and environment
+
+
+def _nbgrader_here(job: Job, course: Path) -> tuple[int, str]:
+    """``nbgrader autograde`` in this process, as the command line would run it; (exit code, log)."""
+    from nbgrader.converters import Autograde
+    from nbgrader.converters.base import NbGraderException
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    log, text = logging.getLogger("cv_course.autograde.nbgrader"), io.StringIO()
+    handler = logging.StreamHandler(text)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    with _ONE_AT_A_TIME:
+        before = dict(os.environ)
+        os.environ.update(_worker_env(job))  # the kernel inherits this process's environment
+        try:
+            config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
+            config.CourseDirectory.assignment_id = job.assignment
+            config.CourseDirectory.student_id = job.student
+            config.BaseConverter.force = True
+            Autograde(coursedir=CourseDirectory(config=config), config=config, log=log).start()
+            code = 0
+        except NbGraderException:
+            code = 1
+        except Exception as e:  # noqa: BLE001 (anything nbgrader raises fails this submission only)
+            log.error("%s: %s", type(e).__name__, e)
+            code = 1
+        finally:
+            os.environ.clear()
+            os.environ.update(before)
+            log.removeHandler(handler)
+    return code, text.getvalue()
+
+
 def _autograde(job: Job, course: Path, step: str, args: str, timeout: float) -> tuple[bool, str]:
     d = job.directories
     config = job.config + SCRATCH_CONFIG.format(step=step, root=str(course), args=args,
                                                 db_url=f"sqlite:///{course / 'gradebook.db'}")
     (course / "nbgrader_config.py").write_text(config)
-    cmd = [sys.executable, "-m", "nbgrader", "autograde", job.assignment, "--student", job.student, "--force"]
-    code, log = _run(cmd, course, _worker_env(job), timeout)
+    if job.subprocess:
+        cmd = [sys.executable, "-m", "nbgrader", "autograde", job.assignment, "--student", job.student, "--force"]
+        code, log = _run(cmd, course, _worker_env(job), timeout)
+    else:
+        code, log = _nbgrader_here(job, course)
     out = course / d.get("autograded_directory", "autograded") / job.student / job.assignment
     wanted = [Path(n).name for n in job.submission if n.endswith(".ipynb")]
     ok = code == 0 and all((out / n).is_file() for n in wanted)
