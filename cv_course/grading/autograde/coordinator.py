@@ -138,6 +138,8 @@ def cuda_devices() -> list[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [d for d in visible.split(",") if d.strip() not in ("", "-1")]
+    if not Path("/dev/nvidiactl").exists():  # no NVIDIA driver: no need to import torch (seconds)
+        return []
     import torch
 
     return [str(i) for i in range(torch.cuda.device_count())]
