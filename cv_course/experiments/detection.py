@@ -24,6 +24,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -101,13 +102,74 @@ def build_backbone(config: FasterRCNNConfig) -> BackboneWithFPN:
     return BackboneWithFPN(ShapeBackbone(len(config.anchor_sizes), classifier), config.fpn_channels)
 
 
-def build_detector(name: str, config: FasterRCNNConfig = FasterRCNNConfig()) -> nn.Module:
-    """``"faster_rcnn"`` (ours) or ``"torchvision"`` (its FasterRCNN class, same backbone/settings)."""
-    if name == "faster_rcnn":
-        return FasterRCNN(config=config, backbone=build_backbone(config))
-    if name == "torchvision":
-        return torchvision_faster_rcnn(config, build_backbone(config))
-    raise ValueError(f"unknown detector {name!r}; choose from {MODEL_NAMES}")
+def build_detector(name: str, config=None) -> nn.Module:
+    """A fresh detector by name (see :func:`detector_names`), with ``config`` or the name's default.
+
+    ``"faster_rcnn"`` is ours, ``"torchvision"`` torchvision's FasterRCNN class with the same
+    backbone and settings; the other names come from the ``SPECS`` of the modules in
+    ``_SPEC_MODULES`` (single-stage detectors, DETR, Mask R-CNN, ...).
+    """
+    spec = detector_spec(name)
+    return spec.build(spec.config if config is None else config)
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """How to build and train one named detector: what :func:`train_detector` needs.
+
+    Attributes:
+        build: ``config -> nn.Module``; with ``config.pretrained`` the backbone starts
+            from the trained shape classifier (:func:`build_backbone`).
+        config: the default config, a frozen dataclass with a ``pretrained`` field and a
+            ``replace(**changes)`` method (its fields are hashed into the cache file name).
+        setup: the default data and training budget.
+        optimizer: optional ``(model, setup) -> torch.optim.Optimizer`` (default AdamW over
+            all parameters with ``setup.lr`` and ``setup.weight_decay``).
+        augment: optional ``(images, targets, generator) -> (images, targets)`` (default
+            :func:`dihedral_augment`).
+    """
+
+    build: Callable[[Any], nn.Module]
+    config: Any
+    setup: DetectionSetup = DetectionSetup()
+    optimizer: Callable[[nn.Module, DetectionSetup], torch.optim.Optimizer] | None = None
+    augment: Callable | None = None
+
+
+# Modules of cv_course.experiments that define ``SPECS: dict[str, DetectorSpec]``; a module
+# that does not exist (yet) is skipped, so each detector family lives in its own file.
+_SPEC_MODULES = ("yolo", "retinanet", "fcos", "detr", "mask_rcnn", "panoptic")
+
+
+def _specs() -> dict[str, DetectorSpec]:
+    import importlib
+
+    specs = {"faster_rcnn": DetectorSpec(
+                 lambda c: FasterRCNN(config=c, backbone=build_backbone(c)), FasterRCNNConfig()),
+             "torchvision": DetectorSpec(
+                 lambda c: torchvision_faster_rcnn(c, build_backbone(c)), FasterRCNNConfig())}
+    for module in _SPEC_MODULES:
+        try:
+            mod = importlib.import_module(f"{__package__}.{module}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.{module}":
+                raise  # the module exists but something it imports does not
+            continue
+        specs.update(mod.SPECS)
+    return specs
+
+
+def detector_names() -> list[str]:
+    """Every detector :func:`build_detector` and :func:`trained_detector` know by name."""
+    return list(_specs())
+
+
+def detector_spec(name: str) -> DetectorSpec:
+    """The :class:`DetectorSpec` registered under ``name``."""
+    specs = _specs()
+    if name not in specs:
+        raise ValueError(f"unknown detector {name!r}; choose from {sorted(specs)}")
+    return specs[name]
 
 
 def torchvision_faster_rcnn(config: FasterRCNNConfig, backbone: BackboneWithFPN,
@@ -200,32 +262,39 @@ def warmup_cosine(optimizer, warmup_steps: int, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_detector(name: str, setup: DetectionSetup = DetectionSetup(),
-                   config: FasterRCNNConfig = FasterRCNNConfig(), data=None, device="cpu",
-                   progress: bool = False, max_seconds: float | None = None,
+def train_detector(name: str, setup: DetectionSetup | None = None, config=None, data=None,
+                   device="cpu", progress: bool = False, max_seconds: float | None = None,
                    val_fn=None) -> DetectionResult:
     """Train detector ``name`` (see :func:`build_detector`) with :func:`fit_detector`.
 
     Args:
+        setup, config: default the name's :class:`DetectorSpec` ones.
         data: ``(images, targets)`` training scenes to reuse; default
             ``make_scenes(setup.n_train, setup.data_seed, setup)``.
         max_seconds: optional wall-time budget.
     Returns:
         DetectionResult: the trained model (eval mode), its history and timings.
     """
+    spec = detector_spec(name)
+    setup = spec.setup if setup is None else setup
+    config = spec.config if config is None else config
     images, targets = data if data is not None else make_scenes(setup.n_train, setup.data_seed,
                                                                 setup)
     loader = train_loader(images, targets, setup)
     with torch.random.fork_rng(devices=[]):  # the same initial weights for every run
         torch.manual_seed(setup.seed)
-        model = build_detector(name, config)
+        model = spec.build(config)
     gen = torch.Generator().manual_seed(setup.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=setup.lr,
-                                  weight_decay=setup.weight_decay)
+    if spec.optimizer is not None:
+        optimizer = spec.optimizer(model, setup)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=setup.lr,
+                                      weight_decay=setup.weight_decay)
+    augment = spec.augment or dihedral_augment
     scheduler = warmup_cosine(optimizer, setup.warmup_steps, setup.epochs * len(loader))
     history = fit_detector(model, loader, optimizer, setup.epochs, scheduler, device=device,
                            max_seconds=max_seconds, seed=setup.seed, progress=progress,
-                           augment=lambda ims, ts: dihedral_augment(ims, ts, gen), val_fn=val_fn)
+                           augment=lambda ims, ts: augment(ims, ts, gen), val_fn=val_fn)
     return DetectionResult(
         name=name, history=history, model=model.eval(), train_seconds=history.train_seconds,
         seconds_per_step=history.train_seconds / max(1, len(history.step_loss)),
@@ -249,15 +318,14 @@ def evaluate_detector(model: nn.Module, images: list[Tensor], targets: list[dict
     return result
 
 
-def _cache_key(name: str, setup: DetectionSetup, config: FasterRCNNConfig) -> str:
+def _cache_key(name: str, setup: DetectionSetup, config) -> str:
     spec = {"recipe": _RECIPE_VERSION, "name": name, "setup": dataclasses.asdict(setup),
             "config": dataclasses.asdict(config)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def trained_detector(name: str = "faster_rcnn", setup: DetectionSetup = DetectionSetup(),
-                     config: FasterRCNNConfig = FasterRCNNConfig(), cache_dir=None,
-                     progress: bool = False) -> nn.Module:
+def trained_detector(name: str = "faster_rcnn", setup: DetectionSetup | None = None,
+                     config=None, cache_dir=None, progress: bool = False) -> nn.Module:
     """A trained detector, loaded from the disk cache or trained on one CPU thread (and cached).
 
     The file name is a hash of (name, setup, config, recipe version); the cache
@@ -266,12 +334,15 @@ def trained_detector(name: str = "faster_rcnn", setup: DetectionSetup = Detectio
     (the original training time, also when loaded) and ``history`` (its
     :class:`DetectionHistory` as a dict).
     """
+    spec = detector_spec(name)
+    setup = spec.setup if setup is None else setup
+    config = spec.config if config is None else config
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = path / f"detector_{name}_{_cache_key(name, setup, config)}.pt"
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         with torch.random.fork_rng(devices=[]):
-            model = build_detector(name, config.replace(pretrained=False))  # weights come next
+            model = spec.build(config.replace(pretrained=False))  # weights come next
         model.load_state_dict(saved["state_dict"])
         model.train_seconds, model.history = float(saved["train_seconds"]), saved["history"]
         return model.eval()
@@ -326,7 +397,8 @@ def time_two_stage(faster_rcnn: nn.Module, images: list[Tensor], rcnn_images: in
     return rows
 
 
-__all__ = ["MODEL_NAMES", "DetectionSetup", "DetectionResult", "make_scenes", "dihedral_augment",
+__all__ = ["MODEL_NAMES", "DetectionSetup", "DetectorSpec", "detector_names", "detector_spec",
+           "DetectionResult", "make_scenes", "dihedral_augment",
            "build_backbone", "build_detector", "torchvision_faster_rcnn", "detection_map",
            "train_loader", "warmup_cosine", "train_detector", "evaluate_detector",
            "trained_detector", "time_two_stage"]
