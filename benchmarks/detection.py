@@ -7,8 +7,14 @@ and schedule, prints one progress line per epoch, then the COCO mAP of each on
 500 held-out scenes, the training time, images/s and the ratios ours/theirs.
 Finally the R-CNN / Fast R-CNN / Faster R-CNN inference-time comparison.
 
-    .venv/bin/python benchmarks/detection.py [--threads 2] [--epochs 4] [--n-train 1024]
-        [--models faster_rcnn,torchvision] [--no-two-stage-timing]
+    .venv/bin/python benchmarks/detection.py [--threads 2] [--epochs E] [--n-train N]
+        [--models faster_rcnn,torchvision] [--no-two-stage-timing] [--json FILE]
+
+Any name of ``cv_course.experiments.detection.detector_names()`` can be listed in
+``--models``; each trains with its own default setup (``DetectorSpec.setup``) unless
+``--epochs`` / ``--n-train`` override it. ``--json`` writes one record per model
+(mAP, training time, inference images/s, parameters, machine load) for the book's
+speed/accuracy table to read.
 
 Wall times on a shared CPU depend on what else runs: the load average is printed
 with each model, and only the ratios (measured in one process) compare the models.
@@ -17,6 +23,7 @@ with each model, and only the ratios (measured in one process) compare the model
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
@@ -27,6 +34,7 @@ import torch
 from cv_course.experiments.detection import (
     MODEL_NAMES,
     DetectionSetup,
+    detector_spec,
     evaluate_detector,
     make_scenes,
     time_two_stage,
@@ -40,13 +48,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODEL_NAMES))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=default.epochs)
-    parser.add_argument("--n-train", type=int, default=default.n_train)
+    parser.add_argument("--epochs", type=int, default=None, help="default: each model's own")
+    parser.add_argument("--n-train", type=int, default=None, help="default: each model's own")
     parser.add_argument("--n-val", type=int, default=default.n_val)
     parser.add_argument("--no-two-stage-timing", action="store_true")
+    parser.add_argument("--json", default=None, help="write the results to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    setup = replace(default, epochs=args.epochs, n_train=args.n_train, n_val=args.n_val)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("n_train", args.n_train))
+                 if v is not None}
+    setup = replace(default, n_val=args.n_val, **overrides)
     config = FasterRCNNConfig()
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, {args.threads} thread(s), load average "
@@ -58,24 +69,40 @@ def main() -> None:
     print(f"generated {setup.n_train} + {setup.n_val} scenes in {time.perf_counter() - t0:.1f} s",
           flush=True)
 
-    rows = {}
+    rows, records = {}, []
     for name in args.models.split(","):
         load = os.getloadavg()[0]
-        print(f"--- {name}", flush=True)
-        r = train_detector(name, setup, config, data=train, progress=True)
+        model_setup = replace(detector_spec(name).setup, **overrides)
+        print(f"--- {name}: {model_setup}", flush=True)
+        data = train
+        if model_setup.n_train != setup.n_train or model_setup.scene_kwargs != setup.scene_kwargs:
+            data = make_scenes(model_setup.n_train, model_setup.data_seed, model_setup)
+        r = train_detector(name, model_setup, data=data, progress=True)
         m = evaluate_detector(r.model, *val)
         rows[name] = (r, m)
+        records.append({"model": name, **{k: v for k, v in m.items()},
+                        "images_per_second": 1 / m["seconds_per_image"],
+                        "train_seconds": r.train_seconds, "steps": len(r.history.step_loss),
+                        "epochs": model_setup.epochs, "parameters": r.parameters,
+                        "threads": args.threads, "load_before": load,
+                        "load_after": os.getloadavg()[0], "torch": torch.__version__,
+                        "date": time.strftime("%Y-%m-%d")})
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(records, f, indent=1)
         print(f"{name}: mAP {m['map']:.3f}, mAP@0.5 {m['map_50']:.3f}, mAP@0.75 {m['map_75']:.3f}; "
               f"train {r.train_seconds:.0f} s ({r.history.images_per_second:.1f} img/s, "
               f"{r.seconds_per_step:.3f} s/step); inference {1000 * m['seconds_per_image']:.1f} "
               f"ms/img (load average {load:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
 
-    print("\n| model | mAP@[.5:.95] | mAP@0.5 | train (s) | img/s | s/step | inference ms/img |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| model | mAP@[.5:.95] | mAP@0.5 | train (s) | img/s | s/step | inference ms/img "
+          "| inference img/s | parameters |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, (r, m) in rows.items():
         print(f"| {name} | {m['map']:.3f} | {m['map_50']:.3f} | {r.train_seconds:.0f} | "
               f"{r.history.images_per_second:.1f} | {r.seconds_per_step:.3f} | "
-              f"{1000 * m['seconds_per_image']:.1f} |")
+              f"{1000 * m['seconds_per_image']:.1f} | {1 / m['seconds_per_image']:.1f} | "
+              f"{r.parameters:,} |")
     if {"faster_rcnn", "torchvision"} <= rows.keys():
         (ours, mo), (theirs, mt) = rows["faster_rcnn"], rows["torchvision"]
         print(f"\nours / torchvision: mAP {mo['map'] - mt['map']:+.3f} (difference), "
