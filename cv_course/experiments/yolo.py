@@ -1,0 +1,24 @@
+"""YOLO v1 as a named detector: ``train_detector("yolo")``, ``trained_detector("yolo")``.
+
+The default setup is the cheapest found that reaches the issue's target
+(held-out mAP@0.5 >= 0.75) on one CPU thread; ``benchmarks/results/yolo.json``
+holds the measured run.
+"""
+
+from __future__ import annotations
+
+from ..models.classifier import shapes_classifier
+from ..models.detection import ShapeBackbone
+from ..models.detection.yolo import YOLOConfig, YOLOv1
+from .detection import DetectionSetup, DetectorSpec
+
+
+def build_yolo(config: YOLOConfig) -> YOLOv1:
+    """YOLO v1 on the shape classifier's body (trained when ``config.pretrained``)."""
+    classifier = shapes_classifier(seed=0) if config.pretrained else None
+    levels = {8: 2, 16: 3, 32: 4}[config.stride]
+    return YOLOv1(config, ShapeBackbone(levels, classifier))
+
+
+SPECS = {"yolo": DetectorSpec(build=build_yolo, config=YOLOConfig(),
+                              setup=DetectionSetup(epochs=4, lr=1e-3))}
