@@ -127,6 +127,9 @@ class DetectorSpec:
             all parameters with ``setup.lr`` and ``setup.weight_decay``).
         augment: optional ``(images, targets, generator) -> (images, targets)`` (default
             :func:`dihedral_augment`).
+        scenes: optional ``(n, seed, setup) -> (images, targets)``, the training scenes
+            when none are passed (default :func:`make_scenes`: boxes and labels only; e.g.
+            Mask R-CNN's adds the instance masks).
     """
 
     build: Callable[[Any], nn.Module]
@@ -134,6 +137,7 @@ class DetectorSpec:
     setup: DetectionSetup = DetectionSetup()
     optimizer: Callable[[nn.Module, DetectionSetup], torch.optim.Optimizer] | None = None
     augment: Callable | None = None
+    scenes: Callable[[int, int, DetectionSetup], tuple] | None = None
 
 
 # Modules of cv_course.experiments that define ``SPECS: dict[str, DetectorSpec]``; a module
@@ -278,8 +282,8 @@ def train_detector(name: str, setup: DetectionSetup | None = None, config=None, 
     spec = detector_spec(name)
     setup = spec.setup if setup is None else setup
     config = spec.config if config is None else config
-    images, targets = data if data is not None else make_scenes(setup.n_train, setup.data_seed,
-                                                                setup)
+    scenes = spec.scenes or make_scenes
+    images, targets = data if data is not None else scenes(setup.n_train, setup.data_seed, setup)
     loader = train_loader(images, targets, setup)
     with torch.random.fork_rng(devices=[]):  # the same initial weights for every run
         torch.manual_seed(setup.seed)
