@@ -34,3 +34,19 @@ __all__ = [
     "voc_palette",
     "VOC_IGNORE_INDEX",
 ]
+
+# Panoptic segmentation (issue 12, section 2): scenes with stuff, COCO panoptic I/O.
+from .panoptic import (  # noqa: E402
+    PANOPTIC_CLASSES,
+    STUFF_IDS,
+    THING_IDS,
+    CocoPanoptic,
+    PanopticScene,
+    PanopticScenes,
+    make_panoptic_scene,
+    make_panoptic_scenes,
+    write_coco_panoptic,
+)
+
+__all__ += ["PANOPTIC_CLASSES", "STUFF_IDS", "THING_IDS", "PanopticScene", "PanopticScenes",
+            "make_panoptic_scene", "make_panoptic_scenes", "write_coco_panoptic", "CocoPanoptic"]
