@@ -34,3 +34,8 @@ __all__ += [
     "mean_average_precision",
     "precision_recall",
 ]
+
+# Panoptic segmentation (issue 12, section 2).
+from .panoptic import PanopticQuality, panoptic_quality  # noqa: E402
+
+__all__ += ["PanopticQuality", "panoptic_quality"]
