@@ -1,0 +1,254 @@
+"""DETR: detection as set prediction with a transformer.
+
+Carion, Massa, Synnaeve, Usunier, Kirillov, Zagoruyko, "End-to-End Object Detection
+with Transformers", ECCV 2020. No anchors, no proposals, no NMS: a fixed number Q of
+learned *object queries* each predict one (class, box) or "no object", and the set
+loss (:mod:`.detr_loss`) pairs each object with exactly one query, so a duplicate is
+trained away instead of suppressed. Shapes for a 128 x 128 scene (stride 8, d = d_model)::
+
+    images (list of [3, 128, 128])         stacked            [B, 3, 128, 128]
+    ShapeBackbone (classifier body)        stride-8 map       [B, 64, 16, 16]
+    1x1 conv, flatten                      one token per cell [B, 256, d]
+    + 2D sine position encoding, encoder   self-attention     [B, 256, d]
+    decoder: Q queries attend to the map   each layer         [L, B, Q, d]
+    class head / 3-layer MLP + sigmoid     per layer          [L, B, Q, C + 1] / [L, B, Q, 4]
+
+The attention layers are torch's ``nn.MultiheadAttention`` arranged as in DETR: the
+position encoding is added to the queries and keys of *every* layer (not only to the
+input), which is what lets cross-attention find where an object is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ...ops import HungarianMatcher
+from ...ops.boxes import box_convert
+from .backbone import ShapeBackbone
+from .detr_loss import SetCriterion
+
+
+@dataclass(frozen=True)
+class DETRConfig:
+    num_classes: int = 4  # real classes C (scene labels 1..C); the head adds "no object"
+    pretrained: bool = True  # start the backbone from the trained shape classifier's body
+    feature_stride: int = 8  # which backbone map feeds the transformer: 8 or 16 (16 adds a stage)
+    num_queries: int = 16  # Q object queries: at most Q detections (scenes have <= 8 objects)
+    d_model: int = 64  # width of the transformer
+    heads: int = 4  # attention heads (d_model divisible by heads)
+    encoder_layers: int = 2
+    decoder_layers: int = 3  # each adds an auxiliary loss
+    dim_feedforward: int = 128  # hidden width of each layer's 2-layer MLP
+    dropout: float = 0.0  # DETR uses 0.1; on small, clean data it only slows learning
+    # The set criterion (DETR, section 3.1 and appendix A.2)
+    cost_class: float = 1.0  # matching cost weights ...
+    cost_bbox: float = 5.0
+    cost_giou: float = 2.0
+    weight_ce: float = 1.0  # ... and loss weights (the same in DETR)
+    weight_bbox: float = 5.0
+    weight_giou: float = 2.0
+    no_object_weight: float = 0.1  # class weight of "no object" in the cross-entropy
+    aux_loss: bool = True  # a set loss after every decoder layer, not only the last
+
+    def __post_init__(self):
+        if self.num_classes < 1 or self.num_queries < 1:
+            raise ValueError("num_classes and num_queries must be >= 1, got "
+                             f"{self.num_classes} and {self.num_queries}")
+        if self.d_model % self.heads or self.d_model % 4:
+            raise ValueError(f"d_model must be divisible by heads and by 4 (the sine encoding "
+                             f"splits it over x and y, sin and cos), got {self.d_model}, "
+                             f"{self.heads} heads")
+        if self.feature_stride not in (8, 16):
+            raise ValueError(f"feature_stride must be 8 or 16, got {self.feature_stride}")
+
+    def replace(self, **changes) -> "DETRConfig":
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+
+def sine_position_encoding(H: int, W: int, d_model: int, temperature: float = 10000.0,
+                           device=None, dtype=torch.float32) -> Tensor:
+    """The 2D sine encoding of DETR: half the channels encode y, half x, each as sin/cos pairs.
+
+    A cell's (y, x), normalized to (0, 2 pi], gives for frequency i < d/4
+    ``sin(y / T**(4i/d)), cos(y / T**(4i/d))`` and the same for x (T = ``temperature``),
+    as in "Attention Is All You Need" but once per axis.
+
+    Returns:
+        Tensor[H * W, d_model], row-major over the cells (the order of ``flatten(2)``).
+    """
+    n = d_model // 4  # frequencies per axis
+    y = torch.arange(1, H + 1, device=device, dtype=dtype) / H * 2 * math.pi  # [H]
+    x = torch.arange(1, W + 1, device=device, dtype=dtype) / W * 2 * math.pi  # [W]
+    freq = temperature ** (torch.arange(n, device=device, dtype=dtype) / n)  # [n]
+    ey = torch.cat([(y[:, None] / freq).sin(), (y[:, None] / freq).cos()], 1)  # [H, 2n]
+    ex = torch.cat([(x[:, None] / freq).sin(), (x[:, None] / freq).cos()], 1)  # [W, 2n]
+    pos = torch.cat([ey[:, None].expand(H, W, 2 * n), ex[None].expand(H, W, 2 * n)], -1)
+    return pos.flatten(0, 1)  # [H*W, 4n]
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention over the feature cells (position added to queries and keys), then an MLP."""
+
+    def __init__(self, d: int, heads: int, ff: int, dropout: float):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(d, ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff, d))
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, pos: Tensor) -> Tensor:  # x [B, N, d], pos [N, d]
+        qk = x + pos
+        x = self.norm1(x + self.drop(self.attn(qk, qk, x, need_weights=False)[0]))
+        return self.norm2(x + self.drop(self.mlp(x)))  # [B, N, d]
+
+
+class DecoderLayer(nn.Module):
+    """Queries attend to each other (no duplicates), then to the encoded map, then an MLP."""
+
+    def __init__(self, d: int, heads: int, ff: int, dropout: float):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(d, ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff, d))
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(3))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, t: Tensor, query_pos: Tensor, memory: Tensor, pos: Tensor) -> Tensor:
+        # t [B, Q, d] the queries' state, query_pos [Q, d], memory [B, N, d], pos [N, d]
+        qk = t + query_pos
+        t = self.norms[0](t + self.drop(self.self_attn(qk, qk, t, need_weights=False)[0]))
+        t = self.norms[1](t + self.drop(self.cross_attn(
+            t + query_pos, memory + pos, memory, need_weights=False)[0]))
+        return self.norms[2](t + self.drop(self.mlp(t)))  # [B, Q, d]
+
+
+class MLP(nn.Sequential):
+    """``layers`` linear layers with ReLU between them (DETR's box head has 3)."""
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, layers: int):
+        dims = [d_in] + [d_hidden] * (layers - 1) + [d_out]
+        mods = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            mods += [nn.Linear(a, b)] + ([nn.ReLU()] if i < layers - 1 else [])
+        super().__init__(*mods)
+
+
+class DETR(nn.Module):
+    """DEtection TRansformer with torchvision's detection interface.
+
+    Args:
+        config (DETRConfig): every setting.
+        backbone (ShapeBackbone, optional): default a freshly initialised one
+            (``cv_course.experiments.detr`` passes the pretrained one).
+    Shapes:
+        forward(images: list of Tensor[3, H, W] in [0, 1], all the same size, H and W
+        multiples of ``config.feature_stride``; targets: list of dict(boxes=Tensor[K_i, 4]
+        (x1, y1, x2, y2) pixels, labels=Tensor[K_i] int64 in 1..C)) -> dict of weighted
+        scalar losses (train mode: ``loss_ce``, ``loss_bbox``, ``loss_giou`` and
+        ``loss_ce_i``, ... for decoder layer i < L - 1) or, in eval mode, one
+        dict(boxes=Tensor[Q, 4] xyxy pixels, labels=Tensor[Q] int64 in 1..C,
+        scores=Tensor[Q]) per image: every query, score = its highest probability
+        over the real classes. No NMS.
+    """
+
+    def __init__(self, config: DETRConfig = DETRConfig(), backbone: ShapeBackbone | None = None):
+        super().__init__()
+        self.config = c = config
+        levels = 2 if c.feature_stride == 8 else 3  # ShapeBackbone: strides 4, 8 (, 16)
+        self.backbone = ShapeBackbone(levels) if backbone is None else backbone
+        if self.backbone.strides[-1] != c.feature_stride:
+            raise ValueError(f"the backbone's last stride is {self.backbone.strides[-1]}, "
+                             f"config.feature_stride is {c.feature_stride}")
+        self.input_proj = nn.Conv2d(self.backbone.out_channels[-1], c.d_model, 1)
+        args = (c.d_model, c.heads, c.dim_feedforward, c.dropout)
+        self.encoder = nn.ModuleList(EncoderLayer(*args) for _ in range(c.encoder_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(*args) for _ in range(c.decoder_layers))
+        self.decoder_norm = nn.LayerNorm(c.d_model)
+        self.query_pos = nn.Embedding(c.num_queries, c.d_model)  # the learned object queries
+        self.class_head = nn.Linear(c.d_model, c.num_classes + 1)
+        self.box_head = MLP(c.d_model, c.d_model, 4, 3)
+        self.criterion = SetCriterion(
+            c.num_classes, HungarianMatcher(c.cost_class, c.cost_bbox, c.cost_giou),
+            c.weight_ce, c.weight_bbox, c.weight_giou, c.no_object_weight)
+
+    def forward(self, images: list[Tensor], targets: list[dict] | None = None):
+        x = self._stack(images)  # [B, 3, H, W]
+        if self.training:
+            if targets is None:
+                raise ValueError("in train mode DETR needs targets (call model.eval() to predict)")
+            return self.criterion(self.predict_sets(x), self._normalize(targets, x))
+        return self.postprocess(self.predict_sets(x), x.shape[-2:])
+
+    def predict_sets(self, x: Tensor) -> dict:
+        """Raw outputs: ``pred_logits`` [B, Q, C + 1], ``pred_boxes`` [B, Q, 4] (normalized
+        cxcywh) of the last decoder layer and ``aux_outputs``, the earlier layers' (if
+        ``config.aux_loss``), for a batch ``x`` [B, 3, H, W]."""
+        B = x.shape[0]
+        f = self.input_proj(self.backbone(x)[-1])  # [B, d, h, w]
+        _, d, h, w = f.shape
+        pos = sine_position_encoding(h, w, d, device=f.device, dtype=f.dtype)  # [h*w, d]
+        memory = f.flatten(2).transpose(1, 2)  # [B, h*w, d]: one token per cell
+        for layer in self.encoder:
+            memory = layer(memory, pos)
+        query_pos = self.query_pos.weight  # [Q, d]
+        t = torch.zeros(B, *query_pos.shape, device=f.device, dtype=f.dtype)  # [B, Q, d]
+        states = []
+        for layer in self.decoder:
+            t = layer(t, query_pos, memory, pos)
+            states.append(self.decoder_norm(t))
+        hs = torch.stack(states)  # [L, B, Q, d]
+        logits, boxes = self.class_head(hs), self.box_head(hs).sigmoid()  # [L, B, Q, C+1], [.., 4]
+        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
+        if self.config.aux_loss:
+            out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b}
+                                  for a, b in zip(logits[:-1], boxes[:-1])]
+        return out
+
+    @staticmethod
+    def postprocess(out: dict, size) -> list[dict]:
+        """Every query as a detection: pixel xyxy box, best real class (1..C), its probability."""
+        H, W = size
+        prob = out["pred_logits"].softmax(-1)[..., :-1]  # [B, Q, C]: "no object" left out
+        scores, labels = prob.max(-1)  # [B, Q]
+        scale = torch.tensor([W, H, W, H], device=prob.device, dtype=out["pred_boxes"].dtype)
+        boxes = box_convert(out["pred_boxes"], "cxcywh", "xyxy") * scale  # [B, Q, 4]
+        return [{"boxes": b, "labels": lab + 1, "scores": s}
+                for b, lab, s in zip(boxes, labels, scores)]
+
+    def _stack(self, images: list[Tensor]) -> Tensor:
+        if not isinstance(images, (list, tuple)) or not images:
+            raise ValueError("images must be a non-empty list of Tensor[3, H, W]")
+        sizes = {tuple(im.shape) for im in images}
+        if len(sizes) != 1 or len(images[0].shape) != 3 or images[0].shape[0] != 3:
+            raise ValueError(f"images must all be Tensor[3, H, W] of one size (this DETR does "
+                             f"not pad), got shapes {sorted(sizes)}")
+        H, W = images[0].shape[-2:]
+        s = self.config.feature_stride
+        if H % s or W % s:
+            raise ValueError(f"image height and width must be multiples of {s}, got {H} x {W}")
+        return torch.stack(list(images))
+
+    def _normalize(self, targets: list[dict], x: Tensor) -> list[dict]:
+        """Pixel xyxy boxes and labels 1..C -> normalized cxcywh and classes 0..C-1."""
+        if len(targets) != len(x):
+            raise ValueError(f"got {len(x)} images but {len(targets)} targets")
+        H, W = x.shape[-2:]
+        scale = torch.tensor([W, H, W, H], device=x.device, dtype=x.dtype)
+        out = []
+        for i, t in enumerate(targets):
+            labels = t["labels"].to(x.device)
+            if bool(((labels < 1) | (labels > self.config.num_classes)).any()):
+                raise ValueError(f"targets[{i}]['labels'] must lie in 1..{self.config.num_classes}"
+                                 f" (0 is background), got {labels.tolist()}")
+            boxes = box_convert(t["boxes"].to(x), "xyxy", "cxcywh") / scale  # [K, 4]
+            out.append({"labels": labels - 1, "boxes": boxes})
+        return out
+
+
+__all__ = ["DETRConfig", "DETR", "sine_position_encoding"]
