@@ -226,12 +226,12 @@ class MaskRCNN(FasterRCNN):
             (features dict {"0": Tensor[B, D, H/4, W/4], "1": ..., ...},
             image_sizes list of (H_i, W_i), targets checked (None in eval mode)).
         """
-        if self.training:
-            if targets is None:
-                raise ValueError("in train mode pass targets (a list of dicts with 'boxes', "
-                                 "'labels' and 'masks'); for predictions call model.eval() first")
-            _check_masks(images, targets)
+        if self.training and targets is None:
+            raise ValueError("in train mode pass targets (a list of dicts with 'boxes', "
+                             "'labels' and 'masks'); for predictions call model.eval() first")
         batch, image_sizes, targets = self.transform(images, targets if self.training else None)
+        if self.training:  # boxes and labels were checked by the transform
+            _check_masks(image_sizes, targets)
         return self.backbone(batch), image_sizes, targets
 
     def detect(self, features: dict[str, Tensor], image_sizes: list[tuple[int, int]],
@@ -252,16 +252,14 @@ class MaskRCNN(FasterRCNN):
         return losses if self.training else detections
 
 
-def _check_masks(images: list[Tensor], targets: list[dict]) -> None:
+def _check_masks(image_sizes: list[tuple[int, int]], targets: list[dict]) -> None:
     """Every target needs ``masks`` Tensor[K, H, W]: one per box, the image's size."""
-    for i, t in enumerate(targets):
-        if not isinstance(t, dict) or "masks" not in t:
+    for i, (t, (H, W)) in enumerate(zip(targets, image_sizes)):
+        if "masks" not in t:
             raise ValueError(f"targets[{i}] has no 'masks': Mask R-CNN trains on instance masks "
                              "Tensor[K, H, W] (uint8 or bool), one per box; make the scenes with "
                              "DetectionScenes(..., include_masks=True)")
-        masks, K = t["masks"], len(t["boxes"]) if "boxes" in t else -1
-        H, W = (images[i].shape[-2:] if i < len(images) and isinstance(images[i], Tensor)
-                else (-1, -1))
+        masks, K = t["masks"], len(t["boxes"])
         if masks.dim() != 3 or masks.shape[0] != K or tuple(masks.shape[1:]) != (H, W):
             raise ValueError(f"targets[{i}]['masks'] must have shape [K, H, W] = [{K}, {H}, {W}] "
                              f"(one mask per box, the image's size), got {list(masks.shape)}")
