@@ -20,3 +20,11 @@ __all__ = ["FasterRCNNConfig", "ShapeBackbone", "FeaturePyramidNetwork", "Backbo
            "DetectionTransform", "RPNHead", "RegionProposalNetwork", "TwoMLPHead",
            "FastRCNNPredictor", "RoIHeads", "fastrcnn_loss", "FasterRCNN", "RCNN", "FastRCNN",
            "sliding_window_proposals"]
+
+# Anchor-free one-stage detection: FCOS (issue 10).
+from .fcos import FCOS, centerness_of, fcos_locations, fcos_targets
+from .fcos_config import FCOSConfig
+from .fcos_head import FCOSHead, fcos_loss, ltrb_giou
+
+__all__ += ["FCOS", "FCOSConfig", "FCOSHead", "fcos_locations", "fcos_targets", "centerness_of",
+            "fcos_loss", "ltrb_giou"]
