@@ -28,3 +28,8 @@ from .fcos_head import FCOSHead, fcos_loss, ltrb_giou
 
 __all__ += ["FCOS", "FCOSConfig", "FCOSHead", "fcos_locations", "fcos_targets", "centerness_of",
             "fcos_loss", "ltrb_giou"]
+
+# Panoptic segmentation: Panoptic FPN (issue 12).
+from .panoptic_fpn import PanopticFPN, PanopticFPNConfig, SemanticHead, panoptic_merge  # noqa: E402
+
+__all__ += ["PanopticFPN", "PanopticFPNConfig", "SemanticHead", "panoptic_merge"]
