@@ -7,7 +7,7 @@ epoch, then panoptic quality overall, for things and for stuff (issue 12's targe
 PQ >= 0.70), the training minutes and the inference time per image.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/panoptic.py [--threads 1] [--epochs E]
-        [--n-train N] [--n-val 500] [--json benchmarks/results/panoptic.json]
+        [--n-train N] [--n-val 500] [--val-n 100] [--json benchmarks/results/panoptic.json]
 
 Run it through ``/work/bench/heavy`` on the shared machine (one math thread): the
 training minutes are then the single-thread figure CI pays (``make book-assets``).
@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: the spec's")
     parser.add_argument("--n-train", type=int, default=None, help="default: the spec's")
     parser.add_argument("--n-val", type=int, default=spec.setup.n_val)
+    parser.add_argument("--val-n", type=int, default=100,
+                        help="PQ on this many held-out scenes after each epoch (0: none)")
     parser.add_argument("--json", default=None, help="write the result to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -48,7 +50,11 @@ def main() -> None:
           f"{os.cpu_count()} cores, {args.threads} thread(s), load average {load:.1f}")
     print(setup, flush=True)
     val = make_panoptic_eval(setup.n_val, setup.data_seed + 1, setup)
-    r = train_detector(NAME, setup, progress=True)
+    val_fn = None
+    if args.val_n:  # the PQ trajectory, epoch by epoch (not counted in the training time)
+        val_fn = lambda model: evaluate_panoptic(model, val[0][:args.val_n],  # noqa: E731
+                                                 val[1][:args.val_n])["pq"]
+    r = train_detector(NAME, setup, progress=True, val_fn=val_fn)
     m = evaluate_panoptic(r.model, *val)
     print(f"{NAME}: PQ {m['pq']:.3f} (things {m['pq_things']:.3f}, stuff {m['pq_stuff']:.3f}), "
           f"SQ {m['sq']:.3f} ({m['sq_things']:.3f}, {m['sq_stuff']:.3f}), "
@@ -61,6 +67,7 @@ def main() -> None:
               "steps": len(r.history.step_loss), "epochs": setup.epochs,
               "n_train": setup.n_train, "n_val": setup.n_val, "parameters": r.parameters,
               "threads": args.threads, "load_before": load, "load_after": os.getloadavg()[0],
+              "pq_per_epoch_first_val_n": r.history.val_metric, "val_n": args.val_n,
               "final_losses": {k: v[-1] for k, v in r.history.losses.items()},
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
     if args.json:

@@ -27,7 +27,7 @@ from ..metrics.panoptic import PanopticQuality
 from ..models.detection.panoptic_fpn import PanopticFPN, PanopticFPNConfig
 from .detection import DetectionSetup, DetectorSpec, build_backbone
 
-PANOPTIC_SETUP = DetectionSetup(min_objects=1, max_objects=6)
+PANOPTIC_SETUP = DetectionSetup(min_objects=1, max_objects=6, epochs=3)
 
 
 def make_panoptic_data(n: int, seed: int, setup: DetectionSetup) -> tuple[list[Tensor], list[dict]]:

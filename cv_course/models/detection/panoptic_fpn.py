@@ -44,6 +44,9 @@ class PanopticFPNConfig(MaskRCNNConfig):
     overlap_threshold: float = 0.5  # drop an instance if this fraction of it is already taken
     stuff_area_threshold: int = 64  # stuff regions with fewer pixels become void
     mask_threshold: float = 0.5  # a mask probability above this is the object's pixel
+    # Mask R-CNN keeps detections down to 0.01 for mAP; the merge uses none below
+    # instance_score_threshold, so dropping them before their masks are pasted saves time.
+    box_score_thresh: float = 0.5
 
     @property
     def num_semantic_classes(self) -> int:
