@@ -195,11 +195,7 @@ class FCOS(nn.Module):
 
     def postprocess(self, logits: Tensor, distances: Tensor, centerness: Tensor, points: Tensor,
                     levels: Tensor, image_sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
-        """Score, best ``topk_candidates`` per level and image, decode, clip, class-aware NMS.
-
-        One NMS call for the whole batch: a box's group is (image, class), so boxes
-        of different images or classes never suppress each other.
-        """
+        """Score, best ``topk_candidates`` per level and image, decode, clip, class-aware NMS."""
         c = self.config
         B, P, C = logits.shape
         # sqrt(P(class) * centre-ness): the geometric mean stays a probability-like
@@ -219,9 +215,10 @@ class FCOS(nn.Module):
         boxes = torch.cat((xy - d[:, :2], xy + d[:, 2:]), dim=1)  # (x - l, y - t, x + r, y + b)
         hw = torch.tensor(image_sizes, device=boxes.device, dtype=boxes.dtype)[image]  # [M, 2]
         boxes = torch.minimum(boxes.clamp(min=0), hw.flip(1).repeat(1, 2))  # clip to own image
-        keep = batched_nms(boxes, score, image * C + label, c.nms_thresh)  # decreasing score
         out = []
-        for i in range(B):  # split the kept candidates by image
-            k = keep[image[keep] == i][: c.detections_per_img]
+        for i in range(B):  # NMS per image: a few hundred boxes each, never [M, M] for the batch
+            k = (image == i).nonzero().flatten()
+            k = k[batched_nms(boxes[k], score[k], label[k], c.nms_thresh)]  # decreasing score
+            k = k[: c.detections_per_img]
             out.append({"boxes": boxes[k], "labels": label[k] + 1, "scores": score[k]})
         return out

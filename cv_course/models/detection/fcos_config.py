@@ -45,7 +45,7 @@ class FCOSConfig:
     focal_gamma: float = 2.0  # focusing exponent
     # Post-processing; score = sqrt(P(class) * centre-ness)
     score_thresh: float = 0.05  # drop candidates below this (low: COCO AP rewards recall)
-    topk_candidates: int = 1000  # best candidates per level and image before NMS
+    topk_candidates: int = 200  # best candidates per level and image before NMS (torchvision: 1000)
     nms_thresh: float = 0.6  # class-aware NMS IoU threshold (FCOS, torchvision: 0.6)
     detections_per_img: int = 100  # keep at most this many detections per image
     # Pre-processing: the shape classifier saw raw [0, 1] images, so the identity
