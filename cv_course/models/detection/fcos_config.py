@@ -6,15 +6,21 @@ across, and a training budget of a few single-thread CPU minutes:
 - Three FPN levels, strides 4, 8, 16 (the same backbone + FPN as Faster R-CNN).
 - Size ranges: a location on level l is trained on a box only when the largest of
   its four distances, max(l, t, r, b), lies in ``size_ranges[l]``. For a w-pixel box
-  that distance runs from w / 2 (the centre) to w (the edges). The FCOS paper's
-  ranges are 8 strides wide (0-64, 64-128, ... pixels on 800-pixel COCO images);
-  on our scenes they would give the stride-16 level no object at all (no distance
-  exceeds 60) and put the 40-60 pixel objects on the stride-4 map. Half of that,
-  4 strides (0-16, 16-32, 32-inf), spreads our objects over all three levels by
-  their centres: ~10-30 pixels on stride 4, ~30-60 on stride 8, the outer ring of
-  the largest ones on stride 16, each object keeping at least a few locations.
-- Two conv layers per head tower instead of FCOS's four: the head runs at every
-  location of every level, and on one CPU thread it dominates the step time.
+  that distance runs from w / 2 (the centre) to w (the edges). The FCOS paper ends
+  each range at 8 strides (64, 128, ... pixels for strides 8, 16, ... on 800-pixel
+  COCO images); for our strides 4, 8, 16 that is 0-32, 32-64, 64-inf, which gives
+  the stride-16 level no object at all (no distance exceeds 60) and puts the centres
+  of all our objects on the stride-4 map. Ranges ending at 4 strides,
+  0-16, 16-32, 32-inf, spread them over all three levels: the centres of
+  objects up to 32 pixels on stride 4, of larger ones on stride 8, the outer ring of
+  the largest on stride 16. Measured on the 500 held-out scenes: 37% / 57% / 6% of
+  the positive locations on strides 4 / 8 / 16, a median of 13 per box, and 6 of
+  2,218 boxes (slivers of hidden objects, under 6 pixels wide) with none.
+- A light head: 32 channels and two conv layers per tower instead of FCOS's 256 and
+  four. It runs at all 1,344 locations; at 64 channels and four layers it cost twice
+  the backbone's time per training step on one CPU thread.
+- ``topk_candidates`` 200 per level, not 1,000: a scene has at most 8 objects, and
+  NMS time grows with the candidates.
 """
 
 from __future__ import annotations
