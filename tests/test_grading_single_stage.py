@@ -377,3 +377,164 @@ def test_the_hidden_cases_hold_the_edge_cases_they_promise():
     for case in G._cost_hidden(gen, "cpu"):
         if "fewer-queries" in case.tags:
             assert len(case.args[0]) < len(case.args[2])
+
+
+# ------------------------------------------------------------------ focal loss
+def _focal(**bug):
+    return lambda x, t, alpha=0.25, gamma=2, reduction="none": honest_focal(x, t, alpha, gamma, reduction, **bug)
+
+
+CHEATS_FOCAL = {
+    "alpha on both classes": (_focal(same_alpha=True), r"(?s)easy negative.*7.5e-7.*Likely cause: .*negatives "
+                                                       r"\(target 0\) must be weighted by 1 - alpha"),
+    "alpha and 1 - alpha swapped": (_focal(swapped=True), r"Likely cause: your negatives get alpha: negatives \(target "
+                                                            r"0\) must be weighted by 1 - alpha"),
+    "no focusing factor": (_focal(no_gamma=True), r"Likely cause: the focusing factor is \(1 - pt\) \*\* gamma"),
+    "log of sigmoid": (_focal(naive=True), r"(?s)\+-100.*Likely cause: log\(sigmoid\(x\)\).*F.logsigmoid"),
+    "alpha_t even for alpha < 0": (lambda x, t, alpha=0.25, gamma=2, reduction="none": honest_focal(
+        x, t, -1, gamma, reduction) * (alpha * t + (1 - alpha) * (1 - t)) if reduction == "none" else honest_focal(
+        x, t, alpha, gamma, reduction), "Likely cause: alpha < 0 switches the weighting off"),
+    "reduction ignored": (lambda x, t, alpha=0.25, gamma=2, reduction="none": honest_focal(x, t, alpha, gamma),
+                          r'shape \[2, 3\], expected \[\] on reduction="mean"'),
+    "detached": (lambda *a: _focal()(*a).detach(), "does not depend on its inputs"),
+    "torchvision's focal loss": (lambda *a: torchvision.ops.sigmoid_focal_loss(*a), "torchvision.ops"),
+    "the course's focal loss": (lambda *a: cv_course.ops.sigmoid_focal_loss(*a), "cv_course.ops"),
+}
+
+
+@pytest.mark.parametrize("cheat", list(CHEATS_FOCAL))
+def test_focal_loss_slips_and_shortcuts_fail(cheat):
+    fn, message = CHEATS_FOCAL[cheat]
+    _expect(message, "sigmoid_focal_loss", fn)
+
+
+# ---------------------------------------------------------------- YOLO targets
+def _yolo(**bug):
+    return lambda b, lab, S=7, B=2, C=20, size=(448, 448): honest_yolo(b, lab, S, B, C, size, **bug)
+
+
+CHEATS_YOLO = {
+    "w, h not normalised": (_yolo(pixels=True), r"(?s)7 x 7 x 30.*Likely cause: w and h are in pixels"),
+    "the first object wins a cell": (_yolo(first_wins=True), r"(?s)larger box.*Likely cause: where several centres "
+                                                            r"fall into one cell, the cell keeps the object of largest area"),
+    "the last object wins ties": (_yolo(last_wins=True), r"(?s)the same area.*first one in the list wins"),
+    "rows and columns swapped": (_yolo(swap_rows=True), "Likely cause: rows and columns are swapped"),
+    "one slot only": (_yolo(one_slot=True), "Likely cause: only the first of the B slots is filled"),
+    "class at index label": (_yolo(label_shift=0), r"Likely cause: the class one-hot: a 1 at index 5B \+ label - 1"),
+    "x, y as image fractions": (_yolo(image_offset=True), r"Likely cause: x, y are the centre's offset inside its cell"),
+    "float32 always": (lambda b, *a: honest_yolo(b.float(), *a), "dtype"),
+    "the course's encoder": (lambda *a: encode_yolo_targets(*a), "cv_course.models"),
+}
+
+
+@pytest.mark.parametrize("cheat", list(CHEATS_YOLO))
+def test_yolo_slips_and_shortcuts_fail(cheat):
+    fn, message = CHEATS_YOLO[cheat]
+    _expect(message, "encode_yolo_targets", fn)
+
+
+# ------------------------------------------------------------- DETR: the cost
+def _cost(**bug):
+    return lambda *a: honest_cost(*a, **bug)
+
+
+CHEATS_COST = {
+    "log-probabilities": (_cost(log_prob=True), r"(?s)class term alone.*Likely cause: .* it is the class term"),
+    "softmax without no-object": (_cost(without_no_object=True), "no-object included"),
+    "IoU instead of GIoU": (_cost(plain_iou=True), r"(?s)GIoU term alone.*it is the GIoU term.*not the IoU"),
+    "L1 on corners": (_cost(xyxy_l1=True), r"(?s)L1 term alone.*it is the L1 term.*\(cx, cy, w, h\)"),
+    "the course's matcher": (lambda lg, bx, lb, tb, *w: cv_course.ops.HungarianMatcher(*w).cost_matrix(
+        {"pred_logits": lg[None], "pred_boxes": bx[None]}, [{"labels": lb, "boxes": tb}])[0], "cv_course.ops"),
+    "the course's cost": (lambda *a: detr_cost_matrix(*a), "cv_course.models"),
+    "torchvision's GIoU": (lambda lg, bx, lb, tb, c1=1, c2=5, c3=2: honest_cost(lg, bx, lb, tb, c1, c2, 0) - c3 *
+                           torchvision.ops.generalized_box_iou(_xyxy(bx), _xyxy(tb)), "torchvision.ops"),
+}
+
+
+@pytest.mark.parametrize("cheat", list(CHEATS_COST))
+def test_detr_cost_slips_and_shortcuts_fail(cheat):
+    fn, message = CHEATS_COST[cheat]
+    _expect(message, "detr_cost_matrix", fn)
+
+
+# --------------------------------------------------------- DETR: the set loss
+def _loss(**bug):
+    return lambda *a: honest_set_loss(*a, **bug)
+
+
+CHEATS_LOSS = {
+    "no no-object weight": (_loss(unweighted=True), r"(?s)walk-through.*0.226.*Likely cause: loss_ce has no "
+                                                   r"'no object' weight"),
+    "matched predictions only": (_loss(matched_only=True), "Likely cause: loss_ce covers all Q predictions"),
+    "weights without the weighted mean": (_loss(plain_mean=True), "divides by the sum of the weights"),
+    "box losses divided by the pairs": (_loss(per_pair=True), r"(?s)fewer queries.*Likely cause: loss_bbox is divided "
+                                                             r"by the number of pairs K"),
+    "detached boxes": (lambda lg, bx, *a: honest_set_loss(lg, bx.detach(), *a),
+                       r"loss_bbox'\] does not depend on pred_boxes"),
+    "the course's set loss": (lambda *a: detr_set_loss(*a), "cv_course.models"),
+}
+
+
+def test_a_float64_set_loss_with_float32_weights_is_told_why():
+    with pytest.raises(CheckFailed, match="right to float32 precision only"):
+        G.check_detr_set_loss_visible(lambda *a: set_loss_by_loop(*a, float32_weights=True), "cpu")
+
+
+@pytest.mark.parametrize("cheat", list(CHEATS_LOSS))
+def test_detr_set_loss_slips_and_shortcuts_fail(cheat):
+    fn, message = CHEATS_LOSS[cheat]
+    _expect(message, "detr_set_loss", fn)
+
+
+def test_a_wrong_gradient_fails_even_with_the_right_values():
+    def set_loss_wrong_grad(lg, bx, *a):
+        out = honest_set_loss(lg, bx, *a)
+        return {**out, "loss_giou": out["loss_giou"] + 0.5 * (bx.sum() - bx.sum().detach())}
+
+    _expect(r"the gradient of detr_set_loss\['loss_giou'\] with respect to pred_boxes", "detr_set_loss",
+            set_loss_wrong_grad)
+
+
+# ---------------------------------------------------------------- FCOS targets
+def _fcos(**bug):
+    return lambda *a: honest_fcos(*a, **bug)
+
+
+CHEATS_FCOS = {
+    "the first box wins": (_fcos(first_wins=True), r"(?s)the smaller box wins.*Likely cause: the wrong box wins where "
+                                                   r"a point lies in several boxes"),
+    "the largest box wins": (_fcos(largest_wins=True), "the box of smallest area wins"),
+    "points on an edge are positive": (_fcos(on_edge=True), r"(?s)on the box's edge.*min\(l, t, r, b\) > 0"),
+    "open size ranges": (_fcos(open_range=True), r"(?s)size ranges.*both bounds included"),
+    "no size ranges": (_fcos(no_range=True), r"(?s)size ranges.*expected"),
+    "NaN centre-ness on background": (_fcos(bare_ratio=True), "NaN"),
+    "the course's targets": (lambda *a: fcos_targets(*a), "cv_course.models"),
+}
+
+
+@pytest.mark.parametrize("cheat", list(CHEATS_FCOS))
+def test_fcos_slips_and_shortcuts_fail(cheat):
+    fn, message = CHEATS_FCOS[cheat]
+    _expect(message, "fcos_targets", fn)
+
+
+def test_hidden_failures_name_the_slip_without_the_data():
+    for name, fn, message in [("sigmoid_focal_loss", _focal(same_alpha=True), "every example gets alpha"),
+                              ("encode_yolo_targets", _yolo(pixels=True), "w and h are in pixels"),
+                              ("encode_yolo_targets", _yolo(first_wins=True), "largest area"),
+                              ("detr_set_loss", _loss(unweighted=True), "no 'no object' weight"),
+                              ("fcos_targets", _fcos(first_wins=True), "smallest area wins")]:
+        with pytest.raises(CheckFailed, match=message) as info:
+            _checks(name)[1](fn, "cpu")
+        assert "tensor(" not in str(info.value) and "expected:" not in str(info.value)
+
+
+def test_the_reference_is_computed_after_the_students_function_returns():
+    def peek(*args):
+        frame = sys._getframe(1)
+        while frame is not None:
+            assert "expected" not in frame.f_locals
+            frame = frame.f_back
+        return honest_set_loss(*args)
+
+    G.check_detr_set_loss_visible(peek, "cpu")

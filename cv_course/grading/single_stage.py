@@ -26,6 +26,7 @@ import functools
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..models.detection.detr_loss import detr_cost_matrix as _reference_cost  # bound at import, before
@@ -107,25 +108,31 @@ def _focal_args(x, t, alpha=0.25, gamma=2.0, reduction="none", *, dtype=torch.fl
     return as_t(x), as_t(t), alpha, gamma, reduction
 
 
+def _weighted_focal(x, t, gamma, reduction, positive: float, negative: float) -> Tensor:
+    """The focal loss with the weights ``positive`` / ``negative`` on the two classes (a slip's answer)."""
+    loss = _reference_focal(x, t, -1, gamma, "none") * (positive * t + negative * (1 - t))
+    return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
+
+
 def _focal_hints(out, expected, case):
     x, t, alpha, gamma, reduction = case.args
     if not bool(torch.isfinite(out.detach()).all()):
         yield ("log(sigmoid(x)) and log(1 - sigmoid(x)) overflow for large logits (1 - sigmoid(100) is 0 in "
                "float32): compute the cross-entropy from the logits, with F.logsigmoid or "
                "F.binary_cross_entropy_with_logits")
-    if alpha >= 0:
-        same = _reference_focal(x, t, -1, gamma, reduction) * alpha
-        yield ("every example is weighted by alpha; negatives (target 0) must be weighted by 1 - alpha "
-               f"({1 - alpha:g} for alpha = {alpha:g}), as in RetinaNet and torchvision") if _agrees(out, same) else None
-        swapped = _reference_focal(x, t, 1 - alpha, gamma, reduction)
-        yield ("alpha and 1 - alpha are swapped: alpha weights the positives (target 1), 1 - alpha the "
-               "negatives") if _agrees(out, swapped) else None
-        yield ("alpha is not applied (a negative alpha, e.g. -1, is what switches the weighting off)"
-               if _agrees(out, _reference_focal(x, t, -1, gamma, reduction)) else None)
-    else:
+    slip = functools.partial(_weighted_focal, x, t, gamma, reduction)
+    if alpha < 0:
         yield ("alpha < 0 switches the weighting off: no alpha_t factor at all"
-               if not _agrees(out, _reference_focal(x, t, -1, gamma, reduction)) and _agrees(
-                   out, _reference_focal(x, t, 0.25, gamma, reduction)) else None)
+               if _agrees(out, slip(alpha, 1 - alpha)) else None)
+        return
+    same, swapped = _agrees(out, slip(alpha, alpha)), _agrees(out, slip(1 - alpha, alpha))
+    if same or swapped:
+        how = "every example gets alpha" if not swapped else "alpha and 1 - alpha are swapped" if not same else \
+            "your negatives get alpha"
+        yield (f"{how}: negatives (target 0) must be weighted by 1 - alpha ({1 - alpha:g} for alpha = {alpha:g}) "
+               "and positives (target 1) by alpha, as in RetinaNet and torchvision")
+    yield ("alpha is not applied (a negative alpha, e.g. -1, is what switches the weighting off)"
+           if _agrees(out, slip(1, 1)) else None)
     yield ("the focusing factor is (1 - pt) ** gamma, with pt = p for a positive and 1 - p for a negative"
            if _agrees(out, _reference_focal(x, t, alpha, 0, reduction)) else None)
 
@@ -206,6 +213,16 @@ def _yolo_args(boxes, labels, S, B, C, size, *, dtype=torch.float32, device="cpu
 
 def _yolo_hints(out, expected, case):
     boxes, labels, S, B, C, (H, W) = case.args
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # [K, 2]
+    jk = (centres / torch.tensor([W / S, H / S], dtype=boxes.dtype, device=boxes.device)).floor().long()
+    jk = jk.clamp(0, S - 1)  # [K, 2]
+    counts = torch.zeros(S, S, dtype=torch.int64, device=boxes.device).index_put_(
+        (jk[:, 1], jk[:, 0]), torch.ones_like(jk[:, 0]), accumulate=True)  # [S, S]: centres per cell
+    shared = counts > 1
+    got_all = out.detach().to(expected.dtype)
+    if shared.any() and _agrees(got_all[~shared], expected[~shared]):
+        yield ("where several centres fall into one cell, the cell keeps the object of largest area "
+               "(ties: the one that comes first in boxes); your cells with one centre are right")
     slots = expected[..., :5 * B].reshape(S, S, B, 5)  # [S, S, B, 5]
     got = out.detach()[..., :5 * B].reshape(S, S, B, 5).to(expected.dtype)
     cells, got_cells = slots[..., 0, 4] > 0, got[..., 0, 4] > 0  # [S, S]: cells with an object
@@ -229,9 +246,6 @@ def _yolo_hints(out, expected, case):
         if _agrees(got_wh, wh * scale.flip(0) / scale):
             yield "w is divided by H and h by W: image_size is (H, W)"
         yield "w, h are the box's width / W and height / H (the whole box, not half of it, no square root)"
-    if "collision" in case.tags or "ties" in case.tags:
-        yield ("where several centres fall into one cell, the cell keeps the object of largest area "
-               "(ties: the one that comes first in boxes)")
     if not _agrees(out.detach()[..., 5 * B:].to(expected.dtype), expected[..., 5 * B:]):
         yield "the class one-hot: a 1 at index 5B + label - 1 (labels run from 1 to C), zeros elsewhere"
 
@@ -334,33 +348,31 @@ def _seed_set(device, dtype=torch.float32):
     return (t(SEED_LOGITS, dtype=dtype), t(SEED_BOXES, dtype=dtype), t(SEED_LABELS), t(SEED_TARGETS, dtype=dtype))
 
 
+_TERMS = ("the class term: -cost_class * softmax(pred_logits)[q, tgt_labels[t]], the softmax over all C + 1 "
+          "logits (no-object included), the probability and not its log",
+          "the L1 term: cost_bbox * the sum of |differences| of the (cx, cy, w, h) boxes",
+          "the GIoU term: -cost_giou * GIoU of the boxes converted to (x1, y1, x2, y2) (x1 = cx - w / 2, ...), the "
+          "generalized IoU and not the IoU")
+
+
 def _cost_hints(out, expected, case):
-    logits, boxes, labels, tgt = case.args[:4]
-    w = (list(case.args[4:]) + [1, 5, 2][len(case.args) - 4:])[:3]
-    term = {"class": (w[0], 0, 0), "L1": (0, w[1], 0), "GIoU": (0, 0, w[2])}
-    parts = {k: _reference_cost(logits, boxes, labels, tgt, *v) for k, v in term.items()}
-    wrong = [k for k in parts if not _agrees(out - sum(parts[j] for j in parts if j != k), parts[k])]
-    if wrong == ["class"]:
-        yield ("the class term is wrong: -cost_class * softmax(pred_logits)[q, tgt_labels[t]], the softmax over all "
-               "C + 1 logits (no-object included), the probability and not its log")
-    if wrong == ["L1"]:
-        yield "the L1 term is wrong: the sum of |differences| of the (cx, cy, w, h) boxes, times cost_bbox"
-    if wrong == ["GIoU"]:
-        yield ("the GIoU term is wrong: -cost_giou * GIoU of the boxes converted to (x1, y1, x2, y2) "
-               "(x1 = cx - w / 2, ...), the generalized IoU and not the IoU")
+    weights = (list(case.args[4:]) + [1, 5, 2][len(case.args) - 4:])[:3]
+    on = [i for i, w in enumerate(weights) if w]
+    yield f"this case has one term only, so it is {_TERMS[on[0]]}" if len(on) == 1 else \
+        "the first visible tests check each term alone"
 
 
 def _cost_visible(gen, device):
     seed = _seed_set(device)
-    yield Case("the seeds' walk-through (3 queries; a cat, class 0, and a dog, class 1): cost "
-               "[[-2.45, 5.39], [-1.91, 5.61], [5.55, -2.04]] (rounded)", seed, show=True)
-    yield Case("the class term alone (cost_bbox = cost_giou = 0): -softmax of all 3 logits at the target's class",
-               (*seed, 1, 0, 0), ("weights",), show=True)
+    yield Case("the class term alone (cost_bbox = cost_giou = 0) on the seeds' walk-through: -softmax of all 3 "
+               "logits at the target's class", (*seed, 1, 0, 0), ("weights",), show=True)
     yield Case("the L1 term alone (cost_class = cost_giou = 0, cost_bbox = 5): 5 * sum |(cx, cy, w, h) differences|",
                (*seed, 0, 5, 0), ("weights",), show=True)
     far = seed[:3] + (torch.tensor([[0.8, 0.2, 0.2, 0.2], [0.1, 0.9, 0.1, 0.1]], device=device),)
     yield Case("the GIoU term alone (cost_giou = 2) for targets that overlap no query: GIoU < 0, so -2 GIoU > 0",
                (*far, 0, 0, 2), ("weights",), show=True)
+    yield Case("the seeds' walk-through (3 queries; a cat, class 0, and a dog, class 1), all three terms: cost "
+               "[[-2.45, 5.39], [-1.91, 5.61], [5.55, -2.04]] (rounded)", seed, show=True)
     yield Case("fewer queries than objects: the first 2 queries against 3 objects, a 2 x 3 cost",
                (seed[0][:2], seed[1][:2], torch.tensor([0, 1, 0], device=device),
                 torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2], [0.5, 0.5, 0.4, 0.4]], device=device)),
@@ -387,6 +399,11 @@ check_detr_cost_matrix_visible, check_detr_cost_matrix_hidden = COST.checks()
 
 
 # -------------------------------------------------------- DETR: the set loss
+WALK_THROUGH = ("the seeds' walk-through: query 0 -> cat, query 2 -> dog, query 1 -> no object (weight 0.1): "
+                "loss_ce = (0.09 + 0.24 + 0.1 * 1.41) / (1 + 1 + 0.1) = 0.226, loss_bbox = (0.02 + 0.07) / 2 = 0.045, "
+                "loss_giou = (0.18 + 0.20) / 2 = 0.19")
+
+
 def _pairs(gen, Q: int, G: int, device) -> tuple[Tensor, Tensor]:
     """A random one-to-one matching of min(Q, G) pairs, in no particular order."""
     K = min(Q, G)
@@ -404,6 +421,13 @@ def _loss_hints(out, expected, case):
         yield ("loss_ce has no 'no object' weight: in the cross-entropy, class C (no object) weighs "
                f"no_object_weight ({w:g}) and the mean is weighted (divide by the sum of the targets' weights), "
                "as F.cross_entropy(..., weight=w) does") if _agrees(out["loss_ce"], plain) else None
+        Q, C1 = logits.shape
+        target = torch.full((Q,), C1 - 1, dtype=torch.int64, device=logits.device)
+        target[rows] = labels[cols]
+        weight = torch.ones(Q, dtype=logits.dtype, device=logits.device).masked_fill(target == C1 - 1, w)  # [Q]
+        by_q = (weight * F.cross_entropy(logits, target, reduction="none")).mean()
+        yield ("the weighted mean divides by the sum of the weights of the Q targets, not by Q"
+               if _agrees(out["loss_ce"], by_q) else None)
         yield ("loss_ce covers all Q predictions: unmatched ones have the target class C (no object), the last "
                "logit; matched prediction rows[k] has tgt_labels[cols[k]]")
     if not _agrees(out["loss_bbox"], expected["loss_bbox"]) or not _agrees(out["loss_giou"], expected["loss_giou"]):
@@ -420,9 +444,7 @@ def _loss_hints(out, expected, case):
 def _loss_visible(gen, device):
     seed = _seed_set(device)
     pairs = (torch.tensor([0, 2], device=device), torch.tensor([0, 1], device=device))  # query 0: cat, 2: dog
-    yield Case("the seeds' walk-through: query 0 -> cat, query 2 -> dog, query 1 -> no object (weight 0.1): "
-               "loss_ce = (0.09 + 0.24 + 0.1 * 1.41) / 2.1 = 0.225, loss_bbox = (0.02 + 0.07) / 2, "
-               "loss_giou = (0.18 + 0.20) / 2", (*seed, *pairs, 0.1), show=True)
+    yield Case(WALK_THROUGH, (*seed, *pairs, 0.1), show=True)
     yield Case("no_object_weight = 1: loss_ce is the plain mean of the 3 cross-entropies", (*seed, *pairs, 1.0),
                ("weights",), show=True)
     yield Case("the same pairs listed in another order (rows [2, 0], cols [1, 0])",
@@ -458,7 +480,7 @@ def _set_loss_gradients(fn, gen, device, hidden: bool) -> None:
         case = Case("the gradients on 12 predictions and 5 objects, float64", (*random_set(
             gen, 12, 5, 4, torch.float64, device), *_pairs(gen, 12, 5, device), 0.1), grad=(0, 1))
     else:
-        case = Case("the seeds' walk-through, values and gradients", (*_seed_set(device), torch.tensor(
+        case = Case(WALK_THROUGH + ", with the gradients", (*_seed_set(device), torch.tensor(
             [0, 2], device=device), torch.tensor([0, 1], device=device), 0.1), grad=(0, 1), show=True)
     out, leaves = _student_call(SET_LOSS, fn, case)  # under the guard, on copies whose gradients we take
     expected, ref_leaves = _reference_call(SET_LOSS, case)
