@@ -28,6 +28,9 @@ Shapes for a batch of B 128 x 128 images and the default config::
       -> FCOSHead          logits [B, 1344, 4], ltrb [B, 1344, 4], centre-ness [B, 1344]
       -> train: fcos_targets per image, fcos_loss      dict of 3 losses
       -> eval:  score, per-level top-k, decode, clip, class-aware NMS   B x dict(boxes, labels, scores)
+
+Where torchvision's ``FCOS`` class assigns targets differently (centre sampling,
+open size ranges) is listed in :mod:`cv_course.experiments.fcos`, which trains both.
 """
 
 from __future__ import annotations
