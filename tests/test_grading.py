@@ -24,6 +24,7 @@ import torch
 from test_grading_boxes import HONEST as BOXES
 from test_grading_detection import HONEST as DETECTION
 from test_grading_segmentation import HONEST as SEGMENTATION
+from test_grading_single_stage import HONEST as SINGLE_STAGE
 from test_grading_understanding import HONEST as UNDERSTANDING
 from torch import nn
 
@@ -66,7 +67,7 @@ def honest_box_losses(pred_boxes, targets):
             "loss_box_l1": torch.stack(diffs).sum() / max(n, 1)}
 
 
-HONEST = {**BOXES, **DETECTION, **SEGMENTATION, **UNDERSTANDING, "box_losses": honest_box_losses}
+HONEST = {**BOXES, **DETECTION, **SEGMENTATION, **SINGLE_STAGE, **UNDERSTANDING, "box_losses": honest_box_losses}
 
 
 def test_every_exercise_has_an_honest_answer_in_the_tests():

@@ -22,6 +22,7 @@ matcher, losses and detectors included) and ``torchvision.ops`` /
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -315,8 +316,23 @@ def _yolo_hidden(gen, device):
                ("empty",))
 
 
+def _cells_compare(out, expected, name, case):
+    """Values within tolerance; a visible failure lists the cells that differ, not the whole grid."""
+    try:
+        close("arithmetic")(out, expected, name, dataclasses.replace(case, show=False))
+    except CheckFailed as e:
+        if not case.show:
+            raise
+        got = out.detach().to(expected.dtype)
+        bad = (~torch.isclose(got, expected, **tolerance(expected, "arithmetic"))).any(-1).nonzero().tolist()
+        rows = [f"cell (row {i}, column {j}):\n  expected {[round(v, 4) for v in expected[i, j].tolist()]}\n"
+                f"  got      {[round(v, 4) for v in got[i, j].tolist()]}" for i, j in bad[:3]]
+        more = f"\n(and {len(bad) - 3} more cells)" if len(bad) > 3 else ""
+        raise CheckFailed(f"{str(e).split(' (largest')[0]}.\n" + "\n".join(rows) + more) from None
+
+
 YOLO = Exercise("encode_yolo_targets", _reference_yolo, FORBIDDEN, _yolo_visible, _yolo_hidden,
-                _with_hint(close("arithmetic"), _yolo_hints))
+                _with_hint(_cells_compare, _yolo_hints))
 check_encode_yolo_targets_visible, check_encode_yolo_targets_hidden = YOLO.checks()
 
 
@@ -477,7 +493,7 @@ def _set_loss_gradients(fn, gen, device, hidden: bool) -> None:
     loss_giou: pred_boxes), on the walk-through (visible) or a random float64 set (hidden). A loss dict has
     no single output to differentiate, so this runs as an extra check rather than as a Case."""
     if hidden:
-        case = Case("the gradients on 12 predictions and 5 objects, float64", (*random_set(
+        case = Case("12 predictions and 5 objects, float64, values and gradients", (*random_set(
             gen, 12, 5, 4, torch.float64, device), *_pairs(gen, 12, 5, device), 0.1), grad=(0, 1))
     else:
         case = Case(WALK_THROUGH + ", with the gradients", (*_seed_set(device), torch.tensor(
