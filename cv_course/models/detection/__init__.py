@@ -33,3 +33,9 @@ __all__ += ["FCOS", "FCOSConfig", "FCOSHead", "fcos_locations", "fcos_targets", 
 from .panoptic_fpn import PanopticFPN, PanopticFPNConfig, SemanticHead, panoptic_merge  # noqa: E402
 
 __all__ += ["PanopticFPN", "PanopticFPNConfig", "SemanticHead", "panoptic_merge"]
+
+# Detection as set prediction: DETR (issue 10).
+from .detr import DETR, DETRConfig  # noqa: E402
+from .detr_loss import SetCriterion, detr_cost_matrix, detr_set_loss  # noqa: E402
+
+__all__ += ["DETR", "DETRConfig", "SetCriterion", "detr_cost_matrix", "detr_set_loss"]
