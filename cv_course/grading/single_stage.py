@@ -32,6 +32,7 @@ from torch import Tensor
 
 from ..models.detection.detr_loss import detr_cost_matrix as _reference_cost  # bound at import, before
 from ..models.detection.detr_loss import detr_set_loss as _reference_set_loss  # any student code runs
+from ..models.detection.fcos import fcos_targets as _reference_fcos
 from ..models.detection.yolo import encode_yolo_targets as _reference_yolo
 from ..ops import sigmoid_focal_loss as _reference_focal
 from . import policy
@@ -40,19 +41,6 @@ from .exercise import Case, Exercise, _reference_call, _student_call, close
 from .numerics import dtype_name, tolerance
 
 FORBIDDEN = policy.course_code() + policy.TORCHVISION
-
-
-def _late(module: str, name: str):  # TEMPORARY until the references are committed
-    import importlib
-
-    def reference(*args):
-        return getattr(importlib.import_module(module), name)(*args)
-
-    reference.__name__ = name
-    return reference
-
-
-_reference_fcos = _late("cv_course.models.detection.fcos", "fcos_targets")
 
 
 def _tags(dtype, *more) -> tuple[str, ...]:
