@@ -32,7 +32,7 @@ from .detection import (
 )
 
 # The default budget: cheap enough that CI trains it cold in a few minutes on one thread.
-SETUP = DetectionSetup(epochs=4, n_train=1024)
+SETUP = DetectionSetup(epochs=6, n_train=1024)
 
 
 def torchvision_retinanet(config: RetinaNetConfig, backbone: BackboneWithFPN,
@@ -105,7 +105,8 @@ def focal_ablation(names=ABLATION, n_batch: int = 16, cache_dir=None) -> list[di
     whose best class probability is below 0.1).
 
     Returns:
-        list of dicts: ``model``, ``cls_loss``, ``map``, ``map_50``, ``train_seconds``,
+        list of dicts: ``model``, ``cls_loss``, the :func:`evaluate_detector` entries
+        (``map``, ``map_50``, ...), ``images_per_second``, ``train_seconds``, ``parameters``,
         ``easy_negative_share`` (own loss), ``easy_negative_share_focal``,
         ``easy_negative_share_bce``, ``easy_negative_fraction``, ``positive_share``.
     """
@@ -117,8 +118,10 @@ def focal_ablation(names=ABLATION, n_batch: int = 16, cache_dir=None) -> list[di
         model = trained_detector(name, cache_dir=cache_dir)
         m = evaluate_detector(model, *val)
         own = model.loss_shares(images, targets)
-        rows.append({"model": name, "cls_loss": model.config.cls_loss, "map": m["map"],
-                     "map_50": m["map_50"], "train_seconds": model.train_seconds,
+        rows.append({"model": name, "cls_loss": model.config.cls_loss, **m,
+                     "images_per_second": 1 / m["seconds_per_image"],
+                     "train_seconds": model.train_seconds, "epochs": setup.epochs,
+                     "parameters": sum(p.numel() for p in model.parameters()),
                      "easy_negative_share": own["easy_negative_share"],
                      "easy_negative_share_focal":
                          model.loss_shares(images, targets, "focal")["easy_negative_share"],
