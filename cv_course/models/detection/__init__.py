@@ -21,6 +21,13 @@ __all__ = ["FasterRCNNConfig", "ShapeBackbone", "FeaturePyramidNetwork", "Backbo
            "FastRCNNPredictor", "RoIHeads", "fastrcnn_loss", "FasterRCNN", "RCNN", "FastRCNN",
            "sliding_window_proposals"]
 
+# Single-stage: RetinaNet and focal loss (issue 10).
+from .retinanet import RetinaNet, RetinaNetConfig
+from .retinanet_head import RetinaNetHead, classification_loss, hard_negative_mask
+
+__all__ += ["RetinaNetConfig", "RetinaNet", "RetinaNetHead", "classification_loss",
+            "hard_negative_mask"]
+
 # Anchor-free one-stage detection: FCOS (issue 10).
 from .fcos import FCOS, centerness_of, fcos_locations, fcos_targets
 from .fcos_config import FCOSConfig
