@@ -237,5 +237,5 @@ class RetinaNet(nn.Module):
         logits, _, anchors, _, _, targets = self._outputs(images, targets)
         labels, _ = self.assign_targets(anchors, targets)
         c = self.config
-        return retinanet_head.loss_shares(logits, labels, cls_loss or c.cls_loss, c.focal_alpha, c.focal_gamma,
-                           c.neg_pos_ratio, easy_below)
+        return retinanet_head.loss_shares(logits, labels, cls_loss or c.cls_loss, c.focal_alpha,
+                                          c.focal_gamma, c.neg_pos_ratio, easy_below)

@@ -75,7 +75,8 @@ class RetinaNetHead(nn.Module):
                 nn.init.zeros_(m.bias)
         # Without this prior the ~10^4 background anchors, each at p = 0.5, give a
         # huge, unstable loss in the first iterations (the paper's section 3.3).
-        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_probability) / prior_probability))
+        bias = -math.log((1 - prior_probability) / prior_probability)  # pi = 0.01: -4.595
+        nn.init.constant_(self.cls_logits.bias, bias)
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
         logits = [flatten_anchor_maps(self.cls_logits(self.cls_subnet(f)), self.num_classes)
