@@ -10,9 +10,9 @@ compare with the ``cv_course`` references on the student's device:
 ``cv_course.models.detection.{yolo, detr_loss, fcos}``. The losses' gradients are
 compared too.
 
-When an answer is wrong, the comparators below try the usual slips on the same
-inputs (alpha on both classes, w and h in pixels, no "no object" weight, the first
-box instead of the smallest) and say which one it is.
+When an answer is wrong, the comparators try the usual slips on the same inputs
+(alpha on both classes, w and h in pixels, no "no object" weight, the first box
+instead of the smallest) and say which one it is (:mod:`.single_stage_hints`).
 
 What the answers may not use (see :mod:`.policy`): the course's own code (its
 matcher, losses and detectors included) and ``torchvision.ops`` /
@@ -22,12 +22,10 @@ matcher, losses and detectors included) and ``torchvision.ops`` /
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..models.detection.detr_loss import detr_cost_matrix as _reference_cost  # bound at import, before
@@ -36,53 +34,16 @@ from ..models.detection.fcos import fcos_targets as _reference_fcos
 from ..models.detection.yolo import encode_yolo_targets as _reference_yolo
 from ..ops import sigmoid_focal_loss as _reference_focal
 from . import policy
-from .checks import CheckFailed, check_close, check_like, fail
+from . import single_stage_hints as hints
+from .checks import check_close, check_like, fail
 from .exercise import Case, Exercise, _reference_call, _student_call, close
-from .numerics import dtype_name, tolerance
+from .numerics import dtype_name
 
 FORBIDDEN = policy.course_code() + policy.TORCHVISION
 
 
 def _tags(dtype, *more) -> tuple[str, ...]:
     return ("float64",) * (dtype == torch.float64) + more
-
-
-def _agrees(a: Tensor, b: Tensor, kind: str = "arithmetic") -> bool:
-    a, b = a.detach(), b.detach()
-    return a.shape == b.shape and bool(torch.isfinite(a).all()) and torch.allclose(a.to(b.dtype), b,
-                                                                                   **tolerance(b, kind))
-
-
-def _tensors(x) -> list[Tensor]:
-    if isinstance(x, Tensor):
-        return [x]
-    return [t for v in (x.values() if isinstance(x, dict) else x) for t in _tensors(v)]
-
-
-def _float32_only(out, expected) -> bool:
-    """A float64 answer whose float64 parts are right to float32 precision only."""
-    pairs = [(o.detach(), e) for o, e in zip(_tensors(out), _tensors(expected)) if e.dtype == torch.float64]
-    scale = lambda e: 1e-5 * float(e.abs().max()) if e.numel() else 0.0  # noqa: E731
-    return bool(pairs) and all(o.shape == e.shape and torch.allclose(o.double(), e, rtol=1e-5, atol=scale(e))
-                               for o, e in pairs)
-
-
-def _with_hint(compare, hints):
-    """``compare``; on failure, the first of ``hints(out, expected, case)`` that applies is added."""
-
-    def run(out, expected, name, case):
-        try:
-            compare(out, expected, name, case)
-        except CheckFailed as e:
-            if _float32_only(out, expected):
-                hint = ("the answer is right to float32 precision only: a step runs in float32 (torch.tensor of "
-                        "Python numbers, torch.where between two Python numbers, torch.ones without a dtype are "
-                        "float32; give them the input's dtype)")
-            else:
-                hint = next((h for h in hints(out, expected, case) if h), None)
-            raise CheckFailed(f"{e}\nLikely cause: {hint}" if hint else str(e)) from None
-
-    return run
 
 
 # ---------------------------------------------------------------- focal loss
@@ -95,35 +56,6 @@ def logit_of(pt: float, positive: bool) -> float:
 def _focal_args(x, t, alpha=0.25, gamma=2.0, reduction="none", *, dtype=torch.float32, device="cpu"):
     as_t = functools.partial(torch.as_tensor, dtype=dtype, device=device)
     return as_t(x), as_t(t), alpha, gamma, reduction
-
-
-def _weighted_focal(x, t, gamma, reduction, positive: float, negative: float) -> Tensor:
-    """The focal loss with the weights ``positive`` / ``negative`` on the two classes (a slip's answer)."""
-    loss = _reference_focal(x, t, -1, gamma, "none") * (positive * t + negative * (1 - t))
-    return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
-
-
-def _focal_hints(out, expected, case):
-    x, t, alpha, gamma, reduction = case.args
-    if not bool(torch.isfinite(out.detach()).all()):
-        yield ("log(sigmoid(x)) and log(1 - sigmoid(x)) overflow for large logits (1 - sigmoid(100) is 0 in "
-               "float32): compute the cross-entropy from the logits, with F.logsigmoid or "
-               "F.binary_cross_entropy_with_logits")
-    slip = functools.partial(_weighted_focal, x, t, gamma, reduction)
-    if alpha < 0:
-        yield ("alpha < 0 switches the weighting off: no alpha_t factor at all"
-               if _agrees(out, slip(alpha, 1 - alpha)) else None)
-        return
-    same, swapped = _agrees(out, slip(alpha, alpha)), _agrees(out, slip(1 - alpha, alpha))
-    if same or swapped:
-        how = "every example gets alpha" if not swapped else "alpha and 1 - alpha are swapped" if not same else \
-            "your negatives get alpha"
-        yield (f"{how}: negatives (target 0) must be weighted by 1 - alpha ({1 - alpha:g} for alpha = {alpha:g}) "
-               "and positives (target 1) by alpha, as in RetinaNet and torchvision")
-    yield ("alpha is not applied (a negative alpha, e.g. -1, is what switches the weighting off)"
-           if _agrees(out, slip(1, 1)) else None)
-    yield ("the focusing factor is (1 - pt) ** gamma, with pt = p for a positive and 1 - p for a negative"
-           if _agrees(out, _reference_focal(x, t, alpha, 0, reduction)) else None)
 
 
 def _focal_visible(gen, device):
@@ -186,7 +118,7 @@ def _focal_hidden(gen, device):
 
 
 FOCAL = Exercise("sigmoid_focal_loss", _reference_focal, FORBIDDEN, _focal_visible, _focal_hidden,
-                 _with_hint(close("arithmetic"), _focal_hints), batched=(0, 1))
+                 hints.with_hint(close("arithmetic"), hints.focal_hints), batched=(0, 1))
 check_sigmoid_focal_loss_visible, check_sigmoid_focal_loss_hidden = FOCAL.checks()
 
 
@@ -198,45 +130,6 @@ VOC_BOX, VOC_LABEL = [[100.0, 150.0, 300.0, 250.0]], [12]  # centre (200, 200): 
 def _yolo_args(boxes, labels, S, B, C, size, *, dtype=torch.float32, device="cpu"):
     boxes = torch.as_tensor(boxes, dtype=dtype, device=device).reshape(-1, 4)
     return boxes, torch.as_tensor(labels, dtype=torch.int64, device=device), S, B, C, tuple(size)
-
-
-def _yolo_hints(out, expected, case):
-    boxes, labels, S, B, C, (H, W) = case.args
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # [K, 2]
-    jk = (centres / torch.tensor([W / S, H / S], dtype=boxes.dtype, device=boxes.device)).floor().long()
-    jk = jk.clamp(0, S - 1)  # [K, 2]
-    counts = torch.zeros(S, S, dtype=torch.int64, device=boxes.device).index_put_(
-        (jk[:, 1], jk[:, 0]), torch.ones_like(jk[:, 0]), accumulate=True)  # [S, S]: centres per cell
-    shared = counts > 1
-    got_all = out.detach().to(expected.dtype)
-    if shared.any() and _agrees(got_all[~shared], expected[~shared]):
-        yield ("where several centres fall into one cell, the cell keeps the object of largest area "
-               "(ties: the one that comes first in boxes); your cells with one centre are right")
-    slots = expected[..., :5 * B].reshape(S, S, B, 5)  # [S, S, B, 5]
-    got = out.detach()[..., :5 * B].reshape(S, S, B, 5).to(expected.dtype)
-    cells, got_cells = slots[..., 0, 4] > 0, got[..., 0, 4] > 0  # [S, S]: cells with an object
-    if not torch.equal(cells, got_cells):
-        if torch.equal(cells.T, got_cells):
-            yield "rows and columns are swapped: row i comes from the centre's y, column j from its x"
-        yield ("the objects are in the wrong cells: the cell of a centre (cx, cy) is row i = floor(cy / (H / S)), "
-               "column j = floor(cx / (W / S)), at most S - 1 (conf = 1 there and only there)")
-        return
-    if not all(_agrees(got[..., b, :], slots[..., 0, :]) for b in range(B)) and _agrees(got[..., 0, :],
-                                                                                      slots[..., 0, :]):
-        yield "only the first of the B slots is filled: all B slots hold the same (x, y, w, h, 1)"
-    if not _agrees(got[..., :2], slots[..., :2]):
-        yield ("x, y are the centre's offset inside its cell, in [0, 1): cx / (W / S) - j and "
-               "cy / (H / S) - i (not pixels, not the image fraction)")
-    wh, got_wh = slots[..., 2:4], got[..., 2:4]
-    if not _agrees(got_wh, wh):
-        scale = torch.tensor([W, H], dtype=wh.dtype, device=wh.device)
-        if _agrees(got_wh, wh * scale) or _agrees(got_wh, wh * scale.flip(0)):
-            yield "w and h are in pixels: divide the box's width by the image width W and its height by H"
-        if _agrees(got_wh, wh * scale.flip(0) / scale):
-            yield "w is divided by H and h by W: image_size is (H, W)"
-        yield "w, h are the box's width / W and height / H (the whole box, not half of it, no square root)"
-    if not _agrees(out.detach()[..., 5 * B:].to(expected.dtype), expected[..., 5 * B:]):
-        yield "the class one-hot: a 1 at index 5B + label - 1 (labels run from 1 to C), zeros elsewhere"
 
 
 def _yolo_visible(gen, device):
@@ -304,23 +197,8 @@ def _yolo_hidden(gen, device):
                ("empty",))
 
 
-def _cells_compare(out, expected, name, case):
-    """Values within tolerance; a visible failure lists the cells that differ, not the whole grid."""
-    try:
-        close("arithmetic")(out, expected, name, dataclasses.replace(case, show=False))
-    except CheckFailed as e:
-        if not case.show:
-            raise
-        got = out.detach().to(expected.dtype)
-        bad = (~torch.isclose(got, expected, **tolerance(expected, "arithmetic"))).any(-1).nonzero().tolist()
-        rows = [f"cell (row {i}, column {j}):\n  expected {[round(v, 4) for v in expected[i, j].tolist()]}\n"
-                f"  got      {[round(v, 4) for v in got[i, j].tolist()]}" for i, j in bad[:3]]
-        more = f"\n(and {len(bad) - 3} more cells)" if len(bad) > 3 else ""
-        raise CheckFailed(f"{str(e).split(' (largest')[0]}.\n" + "\n".join(rows) + more) from None
-
-
 YOLO = Exercise("encode_yolo_targets", _reference_yolo, FORBIDDEN, _yolo_visible, _yolo_hidden,
-                _with_hint(_cells_compare, _yolo_hints))
+                hints.with_hint(hints.cells_compare, hints.yolo_hints))
 check_encode_yolo_targets_visible, check_encode_yolo_targets_hidden = YOLO.checks()
 
 
@@ -350,20 +228,6 @@ def random_set(gen, Q: int, G: int, C: int, dtype=torch.float32, device="cpu"):
 def _seed_set(device, dtype=torch.float32):
     t = functools.partial(torch.tensor, device=device)
     return (t(SEED_LOGITS, dtype=dtype), t(SEED_BOXES, dtype=dtype), t(SEED_LABELS), t(SEED_TARGETS, dtype=dtype))
-
-
-_TERMS = ("the class term: -cost_class * softmax(pred_logits)[q, tgt_labels[t]], the softmax over all C + 1 "
-          "logits (no-object included), the probability and not its log",
-          "the L1 term: cost_bbox * the sum of |differences| of the (cx, cy, w, h) boxes",
-          "the GIoU term: -cost_giou * GIoU of the boxes converted to (x1, y1, x2, y2) (x1 = cx - w / 2, ...), the "
-          "generalized IoU and not the IoU")
-
-
-def _cost_hints(out, expected, case):
-    weights = (list(case.args[4:]) + [1, 5, 2][len(case.args) - 4:])[:3]
-    on = [i for i, w in enumerate(weights) if w]
-    yield f"this case has one term only, so it is {_TERMS[on[0]]}" if len(on) == 1 else \
-        "the first visible tests check each term alone"
 
 
 def _cost_visible(gen, device):
@@ -398,7 +262,7 @@ def _cost_hidden(gen, device):
 
 
 COST = Exercise("detr_cost_matrix", _reference_cost, FORBIDDEN, _cost_visible, _cost_hidden,
-                _with_hint(close("arithmetic"), _cost_hints))
+                hints.with_hint(close("arithmetic"), hints.cost_hints))
 check_detr_cost_matrix_visible, check_detr_cost_matrix_hidden = COST.checks()
 
 
@@ -413,36 +277,6 @@ def _pairs(gen, Q: int, G: int, device) -> tuple[Tensor, Tensor]:
     K = min(Q, G)
     rows, cols = torch.randperm(Q, generator=gen)[:K], torch.randperm(G, generator=gen)[:K]
     return rows.to(device), cols.to(device)
-
-
-def _loss_hints(out, expected, case):
-    logits, boxes, labels, tgt, rows, cols, w = case.args
-    G = len(labels)
-    if not isinstance(out, dict) or not all(isinstance(v, Tensor) for v in out.values()):
-        return
-    if not _agrees(out["loss_ce"], expected["loss_ce"]):
-        plain = _reference_set_loss(logits, boxes, labels, tgt, rows, cols, 1.0)["loss_ce"]
-        yield ("loss_ce has no 'no object' weight: in the cross-entropy, class C (no object) weighs "
-               f"no_object_weight ({w:g}) and the mean is weighted (divide by the sum of the targets' weights), "
-               "as F.cross_entropy(..., weight=w) does") if _agrees(out["loss_ce"], plain) else None
-        Q, C1 = logits.shape
-        target = torch.full((Q,), C1 - 1, dtype=torch.int64, device=logits.device)
-        target[rows] = labels[cols]
-        weight = torch.ones(Q, dtype=logits.dtype, device=logits.device).masked_fill(target == C1 - 1, w)  # [Q]
-        by_q = (weight * F.cross_entropy(logits, target, reduction="none")).mean()
-        yield ("the weighted mean divides by the sum of the weights of the Q targets, not by Q"
-               if _agrees(out["loss_ce"], by_q) else None)
-        yield ("loss_ce covers all Q predictions: unmatched ones have the target class C (no object), the last "
-               "logit; matched prediction rows[k] has tgt_labels[cols[k]]")
-    if not _agrees(out["loss_bbox"], expected["loss_bbox"]) or not _agrees(out["loss_giou"], expected["loss_giou"]):
-        K = len(rows)
-        for key in ("loss_bbox", "loss_giou"):
-            if K and K != max(G, 1) and _agrees(out[key], expected[key] * max(G, 1) / K):
-                yield f"{key} is divided by the number of pairs K; divide by the number of objects, max(G, 1)"
-            if max(G, 1) != 1 and _agrees(out[key], expected[key] * max(G, 1)):
-                yield f"{key} is a sum: divide it by the number of objects, max(G, 1)"
-        yield ("a pair is (pred_boxes[rows[k]], tgt_boxes[cols[k]]): loss_bbox sums |differences| of their "
-               "(cx, cy, w, h), loss_giou sums 1 - GIoU of the (x1, y1, x2, y2) boxes")
 
 
 def _loss_visible(gen, device):
@@ -503,7 +337,7 @@ def _set_loss_gradients(fn, gen, device, hidden: bool) -> None:
 
 
 SET_LOSS = Exercise("detr_set_loss", _reference_set_loss, FORBIDDEN, _loss_visible, _loss_hidden,
-                    _with_hint(close("arithmetic"), _loss_hints), extra=(_set_loss_gradients,))
+                    hints.with_hint(close("arithmetic"), hints.loss_hints), extra=(_set_loss_gradients,))
 check_detr_set_loss_visible, check_detr_set_loss_hidden = SET_LOSS.checks()
 
 
@@ -512,36 +346,6 @@ def _fcos_args(points, boxes, labels, ranges, *, dtype=torch.float32, device="cp
     f = functools.partial(torch.as_tensor, dtype=dtype, device=device)
     return (f(points).reshape(-1, 2), f(boxes).reshape(-1, 4), torch.as_tensor(labels, dtype=torch.int64,
                                                                                   device=device), f(ranges).reshape(-1, 2))
-
-
-def _eligible(points, boxes, ranges) -> Tensor:
-    """Bool Tensor[P, K]: box k may be point p's target (inside, within the size range)."""
-    x, y = points[:, 0:1], points[:, 1:2]  # [P, 1]
-    ltrb = torch.stack([x - boxes[:, 0], y - boxes[:, 1], boxes[:, 2] - x, boxes[:, 3] - y], -1)  # [P, K, 4]
-    reach = ltrb.amax(-1)
-    return (ltrb.amin(-1) > 0) & (reach >= ranges[:, 0:1]) & (reach <= ranges[:, 1:2])
-
-
-def _fcos_hints(out, expected, case):
-    points, boxes, labels, ranges = case.args
-    if not (isinstance(out, tuple) and len(out) == 3):
-        return
-    got, want = out[0], expected[0]
-    wrong = got != want  # [P]
-    if wrong.any():
-        several = _eligible(points, boxes, ranges).sum(1) > 1  # [P]
-        if bool(several[wrong].all()):
-            yield ("the wrong box wins where a point lies in several boxes (each within its size range): the "
-                   "box of smallest area wins, ties going to the box that comes first")
-        yield ("a point is positive for a box when min(l, t, r, b) > 0 (strictly inside) and "
-               "lo <= max(l, t, r, b) <= hi (both bounds included); its label is that box's, else 0")
-        return
-    pos = want > 0
-    if not _agrees(out[1].detach()[pos], expected[1][pos]):
-        yield "l, t, r, b = x - x1, y - y1, x2 - x, y2 - y, to the box that the point is assigned to"
-    if not _agrees(out[1].detach()[~pos], expected[1][~pos]) or not _agrees(out[2].detach()[~pos], expected[2][~pos]):
-        yield "background points have ltrb = 0 and centerness = 0"
-    yield "centerness = sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))"
 
 
 def fcos_points(strides=(8, 16, 32), image=128, ranges=((0, 64), (64, 128), (128, math.inf))):
@@ -607,5 +411,5 @@ def _fcos_hidden(gen, device):
 
 
 FCOS = Exercise("fcos_targets", _reference_fcos, FORBIDDEN, _fcos_visible, _fcos_hidden,
-                _with_hint(close("arithmetic"), _fcos_hints))
+                hints.with_hint(close("arithmetic"), hints.fcos_hints))
 check_fcos_targets_visible, check_fcos_targets_hidden = FCOS.checks()
