@@ -68,7 +68,7 @@ class DETRConfig:
     # Cross-attention of a query starts local: its logits get -d^2 / (2 sigma^2), d the distance
     # (image widths) of a cell from the query's reference point (SMCA, Gao et al., ICCV 2021, a
     # Gaussian prior that speeds up DETR's convergence). 0: no prior (needs reference_points).
-    attention_sigma: float = 0.125
+    attention_sigma: float = 0.1
 
     def __post_init__(self):
         if self.num_classes < 1 or self.num_queries < 1:
