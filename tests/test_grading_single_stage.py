@@ -49,7 +49,7 @@ def focal_by_logsigmoid(inputs, targets, alpha=0.25, gamma=2, reduction="none"):
     log_pt = torch.where(targets > 0.5, F.logsigmoid(inputs), F.logsigmoid(-inputs))
     weight = torch.where(targets > 0.5, torch.sigmoid(-inputs), torch.sigmoid(inputs)) ** gamma
     if alpha >= 0:
-        weight = weight * torch.where(targets > 0.5, alpha, 1 - alpha)
+        weight = weight * (alpha * targets + (1 - alpha) * (1 - targets))
     loss = -weight * log_pt
     return {"none": loss, "mean": loss.mean() if loss.numel() else loss.sum() / 0, "sum": loss.sum()}[reduction]
 
@@ -203,7 +203,7 @@ def honest_fcos(points, boxes, labels, size_ranges, *, first_wins=False, largest
         key = (-area if largest_wins else area).expand(P, K)
     best = torch.where(ok, key, math.inf).argmin(1)
     pos = ok.any(1)
-    out = torch.where(pos[:, None], ltrb[torch.arange(P), best], 0.0)
+    out = torch.where(pos[:, None], ltrb[torch.arange(P, device=points.device), best], 0.0)
     l, t, r, b = out.unbind(1)
     ratio = torch.minimum(l, r) / torch.maximum(l, r) * torch.minimum(t, b) / torch.maximum(t, b)
     ctr = ratio.sqrt() if bare_ratio else torch.where(pos, ratio.nan_to_num(0.0).sqrt(), 0.0)
@@ -416,13 +416,14 @@ def _yolo(**bug):
 
 CHEATS_YOLO = {
     "w, h not normalised": (_yolo(pixels=True), r"(?s)7 x 7 x 30.*Likely cause: w and h are in pixels"),
-    "the first object wins a cell": (_yolo(first_wins=True), r"(?s)larger box.*Likely cause: where several centres "
-                                                            r"fall into one cell, the cell keeps the object of largest area"),
+    "the first object wins a cell": (_yolo(first_wins=True), r"(?s)larger box.*Likely cause: where several "
+                                     r"centres fall into one cell, the cell keeps the object of largest area"),
     "the last object wins ties": (_yolo(last_wins=True), r"(?s)the same area.*first one in the list wins"),
     "rows and columns swapped": (_yolo(swap_rows=True), "Likely cause: rows and columns are swapped"),
     "one slot only": (_yolo(one_slot=True), "Likely cause: only the first of the B slots is filled"),
     "class at index label": (_yolo(label_shift=0), r"Likely cause: the class one-hot: a 1 at index 5B \+ label - 1"),
-    "x, y as image fractions": (_yolo(image_offset=True), r"Likely cause: x, y are the centre's offset inside its cell"),
+    "x, y as image fractions": (_yolo(image_offset=True),
+                                r"Likely cause: x, y are the centre's offset inside its cell"),
     "float32 always": (lambda b, *a: honest_yolo(b.float(), *a), "dtype"),
     "the course's encoder": (lambda *a: encode_yolo_targets(*a), "cv_course.models"),
 }

@@ -139,12 +139,14 @@ def _yolo_visible(gen, device):
                "200 / 64 - 3 = 0.125, w = 200 / 448 = 0.446, h = 100 / 448 = 0.223, conf 1 in both slots, "
                "a 1 at channel 10 + 11", y(VOC_BOX, VOC_LABEL, 7, 2, 20, (448, 448)), show=True)
     yield Case("a 96 x 128 image (H x W), S = 4, B = 1, C = 4: boxes (8, 4, 40, 20) of class 1 and (70, 40, 126, 94) "
-               "of class 4; cells of 32 x 24 pixels", y([[8, 4, 40, 20], [70, 40, 126, 94]], [1, 4], 4, 1, 4, (96, 128)),
+               "of class 4; cells of 32 x 24 pixels",
+               y([[8, 4, 40, 20], [70, 40, 126, 94]], [1, 4], 4, 1, 4, (96, 128)),
                ("non-square",), show=True)
     yield Case("two centres in cell (0, 0) of a 128 x 128 image, S = 4: the larger box (2, 2, 30, 30) wins over the "
                "earlier, smaller (4, 4, 20, 20)", y([[4, 4, 20, 20], [2, 2, 30, 30]], [2, 3], 4, 2, 4, (128, 128)),
                ("collision",), show=True)
-    yield Case("two boxes of the same area (16 x 16) with centres in cell (1, 1), S = 4: the first one in the list wins",
+    yield Case("two boxes of the same area (16 x 16) with centres in cell (1, 1), S = 4: the first one in the "
+               "list wins",
                y([[36, 36, 52, 52], [44, 40, 60, 56]], [3, 1], 4, 2, 4, (128, 128)), ("ties", "collision"),
                show=True)
     yield Case("a centre exactly on a cell border: (48, 16, 80, 48) has its centre (64, 32) on column 2's left edge "
@@ -344,8 +346,8 @@ check_detr_set_loss_visible, check_detr_set_loss_hidden = SET_LOSS.checks()
 # -------------------------------------------------------------- FCOS targets
 def _fcos_args(points, boxes, labels, ranges, *, dtype=torch.float32, device="cpu"):
     f = functools.partial(torch.as_tensor, dtype=dtype, device=device)
-    return (f(points).reshape(-1, 2), f(boxes).reshape(-1, 4), torch.as_tensor(labels, dtype=torch.int64,
-                                                                                  device=device), f(ranges).reshape(-1, 2))
+    labels = torch.as_tensor(labels, dtype=torch.int64, device=device)
+    return f(points).reshape(-1, 2), f(boxes).reshape(-1, 4), labels, f(ranges).reshape(-1, 2)
 
 
 def fcos_points(strides=(8, 16, 32), image=128, ranges=((0, 64), (64, 128), (128, math.inf))):
