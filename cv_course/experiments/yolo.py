@@ -21,4 +21,4 @@ def build_yolo(config: YOLOConfig) -> YOLOv1:
 
 
 SPECS = {"yolo": DetectorSpec(build=build_yolo, config=YOLOConfig(),
-                              setup=DetectionSetup(epochs=4, lr=1e-3))}
+                              setup=DetectionSetup(epochs=6, lr=1e-3))}
