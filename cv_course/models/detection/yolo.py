@@ -98,13 +98,14 @@ class YOLOHead(nn.Module):
 
 def yolo_output_size(grid_size: int = 7, num_boxes: int = 2, num_classes: int = 20,
                      in_channels: int = 64) -> tuple[tuple[int, ...], int]:
-    """The output of one image, measured by building the head and running it (meta device).
+    """The output of one image, measured by building the head and running it on a feature map.
 
     Returns ``(shape, numbers)``; the paper's PASCAL VOC setting (S = 7, B = 2, C = 20)
-    gives ``((7, 7, 30), 1470)``. No memory is used: the meta device has shapes only.
+    gives ``((7, 7, 30), 1470)``. The input is an S x S map of zeros: only shapes matter.
     """
-    head = YOLOHead(in_channels, num_boxes, num_classes).to("meta")
-    out = head(torch.empty(1, in_channels, grid_size, grid_size, device="meta"))[0]
+    head = YOLOHead(in_channels, num_boxes, num_classes).eval()
+    with torch.no_grad():
+        out = head(torch.zeros(1, in_channels, grid_size, grid_size))[0]  # [S, S, 5B + C]
     return tuple(out.shape), out.numel()
 
 
