@@ -46,3 +46,10 @@ from .detr import DETR, DETRConfig  # noqa: E402
 from .detr_loss import SetCriterion, detr_cost_matrix, detr_set_loss  # noqa: E402
 
 __all__ += ["DETR", "DETRConfig", "SetCriterion", "detr_cost_matrix", "detr_set_loss"]
+
+# Single-stage: YOLO v1 (issue 10).
+from .yolo import YOLOConfig, YOLOHead, YOLOv1, decode_yolo, yolo_output_size  # noqa: E402
+from .yolo_loss import encode_yolo_targets, lost_objects, yolo_loss  # noqa: E402
+
+__all__ += ["YOLOConfig", "YOLOHead", "YOLOv1", "decode_yolo", "yolo_output_size",
+            "encode_yolo_targets", "lost_objects", "yolo_loss"]
