@@ -74,7 +74,8 @@ def brute_force_min(cost):
     Q, G = cost.shape
     c = cost.double().tolist()
     if Q >= G:
-        return min(sum(c[r][j] for j, r in enumerate(p)) for p in itertools.permutations(range(Q), G))
+        perms = itertools.permutations(range(Q), G)
+        return min(sum(c[r][j] for j, r in enumerate(p)) for p in perms)
     return min(sum(c[i][j] for i, j in enumerate(p)) for p in itertools.permutations(range(G), Q))
 
 
@@ -200,8 +201,8 @@ def test_reference_grid():
     pts = reference_grid(10)  # 4 columns, 3 rows
     assert pts.shape == (10, 2) and bool(((pts > 0) & (pts < 1)).all())
     assert len({tuple(p.tolist()) for p in pts}) == 10
-    torch.testing.assert_close(pts[:5], torch.tensor([[0.125, 1 / 6], [0.375, 1 / 6], [0.625, 1 / 6],
-                                                      [0.875, 1 / 6], [0.125, 0.5]]))
+    first = [[0.125, 1 / 6], [0.375, 1 / 6], [0.625, 1 / 6], [0.875, 1 / 6], [0.125, 0.5]]
+    torch.testing.assert_close(pts[:5], torch.tensor(first))
 
 
 def scenes(n, seed):

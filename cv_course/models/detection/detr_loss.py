@@ -82,7 +82,7 @@ def detr_cost_matrix(pred_logits: Tensor, pred_boxes: Tensor, tgt_labels: Tensor
 def detr_set_loss(pred_logits: Tensor, pred_boxes: Tensor, tgt_labels: Tensor,
                   tgt_boxes: Tensor, rows: Tensor, cols: Tensor,
                   no_object_weight: float = 0.1) -> dict[str, Tensor]:
-    """The set loss of one image given the matched pairs (prediction ``rows[k]``, object ``cols[k]``).
+    """The set loss of one image given the matched pairs (query ``rows[k]``, object ``cols[k]``).
 
     Args:
         pred_logits (Tensor[Q, C + 1]), pred_boxes (Tensor[Q, 4]), tgt_labels (Tensor[G]),
