@@ -7,8 +7,9 @@ three ways in one run:
 
 1. serial ``nbgrader autograde 02_boxes`` (its process under the same memory
    limit, so the hog cannot take the machine: nbgrader has none of its own);
-2. ``python -m cv_course.grading.autograde --workers 2`` (a Dask LocalCluster),
-   and the same with ``--subprocess`` (a new nbgrader process per submission);
+2. ``python -m cv_course.grading.autograde --workers 2`` (a Dask LocalCluster;
+   kernels forked from a warm zygote per worker), and the same with
+   ``--no-zygote`` (every kernel started from scratch, as nbgrader does);
 3. the same against a separately started ``dask scheduler`` with two
    ``dask worker`` processes on this machine (the cluster path).
 
@@ -23,6 +24,7 @@ of one submission (nbgrader's start, a kernel's start and imports).
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import subprocess
@@ -105,9 +107,27 @@ def overhead(course: Path) -> dict[str, float]:
             "km, kc = start_new_kernel()\n"
             "kc.execute_interactive('import torch, torchvision, cv_course.grading.boxes', timeout=600)\n"
             "km.shutdown_kernel(now=True)\n")
+    env = {**nbgrader_env(), "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
-    subprocess.run([PY, "-c", code], capture_output=True, env={**nbgrader_env(), "OMP_NUM_THREADS": "1"})
-    return {"nbgrader start": nb_start, "kernel start + imports": time.perf_counter() - start}
+    subprocess.run([PY, "-c", code], capture_output=True, env=env)
+    fresh = time.perf_counter() - start
+    forked = ("import os, time\n"
+              "from cv_course.grading.autograde.zygote import ENV, ensure_zygote\n"
+              "os.environ[ENV] = ensure_zygote(dict(os.environ))\n"
+              "from cv_course.grading.autograde.contain import LAUNCH\n"
+              "from jupyter_client.manager import KernelManager\n"
+              "class K(KernelManager):\n"
+              "    def format_kernel_cmd(self, extra_arguments=None):\n"
+              "        return [__import__('sys').executable, LAUNCH, '--memory', '0', '--',"
+              " *super().format_kernel_cmd(extra_arguments)]\n"
+              "start = time.perf_counter()\n"
+              "km = K(); km.start_kernel(); kc = km.client(); kc.start_channels(); kc.wait_for_ready(600)\n"
+              "kc.execute_interactive('import torch, torchvision, cv_course.grading.boxes', timeout=600)\n"
+              "print(time.perf_counter() - start)\n"
+              "kc.stop_channels(); km.shutdown_kernel(now=True)\n")
+    out = subprocess.run([PY, "-c", forked], capture_output=True, text=True, env=env).stdout.split()
+    return {"nbgrader start": nb_start, "kernel start + imports": fresh,
+            "kernel forked from the zygote + imports": float(out[-1]) if out else float("nan")}
 
 
 def main() -> None:
@@ -127,15 +147,15 @@ def main() -> None:
         roster = kinds(args.n)
         for i, kind in enumerate(roster):
             submit(base, A, f"s{i:03d}_{kind}", answers(kind))
-        copies = {w: shutil.copytree(base, Path(tmp) / w) for w in ("serial", "local", "subprocess", "cluster")}
+        copies = {w: shutil.copytree(base, Path(tmp) / w) for w in ("serial", "local", "no-zygote", "cluster")}
         ours = [PY, "-m", "cv_course.grading.autograde", A, "--timeout", str(args.timeout), "--memory",
                 args.memory, "--no-progress"]
         watch = MemoryWatch()
         watch.start()
         seconds = {"serial nbgrader": timed([PY, "-m", "nbgrader", "autograde", A], copies["serial"], limit),
                    "ours, LocalCluster --workers 2": timed(ours + ["--workers", "2"], copies["local"]),
-                   "ours, --workers 2 --subprocess (nbgrader started per submission)":
-                       timed(ours + ["--workers", "2", "--subprocess"], copies["subprocess"])}
+                   "ours, --workers 2 --no-zygote (kernels started from scratch)":
+                       timed(ours + ["--workers", "2", "--no-zygote"], copies["no-zygote"])}
         procs = cluster(copies["cluster"], args.port)
         time.sleep(10)  # the workers register
         try:
@@ -148,12 +168,13 @@ def main() -> None:
         scores = {w: graded_cells(f"sqlite:///{c / 'gradebook.db'}", A) for w, c in copies.items()}
         fixed = overhead(base)
     serial = seconds["serial nbgrader"]
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print(f"{args.n} submissions of {A} ({', '.join(f'{k} {roster.count(k)}' for k in dict.fromkeys(roster))}); "
           f"cell timeout {args.timeout} s, memory {args.memory}")
     print("| way | wall s | submissions/min | x serial |\n| --- | --- | --- | --- |")
     for way, s in seconds.items():
         print(f"| {way} | {s:.0f} | {60 * args.n / s:.2f} | {serial / s:.2f} |")
-    for way in ("local", "subprocess", "cluster"):
+    for way in ("local", "no-zygote", "cluster"):
         diff = [s for s in scores["serial"] if not s.endswith("_exit") and scores[way].get(s) != scores["serial"][s]]
         print(f"scores {way} vs serial: {'identical' if not diff else f'DIFFER for {diff}'} "
               f"({len(scores[way])} graded; serial saved grades for {len(scores['serial'])})")

@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subprocess", action="store_true",
                    help="a new `python -m nbgrader` process per submission (slower; killed at a hard deadline) "
                         "instead of nbgrader inside the worker process")
+    p.add_argument("--no-zygote", action="store_true",
+                   help="start every kernel from scratch instead of forking it from a worker's warm "
+                        "process that has imported torch once (slower by the imports per submission)")
     args = p.parse_args(argv)
     course = args.course.resolve()
     from .coordinator import Course
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
               "use fewer --workers or a lower --memory", file=sys.stderr)
     outcome = autograde(course, args.assignment, workers=args.workers, scheduler=args.scheduler, limits=limits,
                         force=args.force, students=args.student, progress=not args.no_progress,
-                        subprocess=args.subprocess)
+                        subprocess=args.subprocess, zygote=not args.no_zygote)
     report = write_report(course, outcome, args.report or course / "autograde-report" / args.assignment)
     print(summary(outcome))
     print(f"Report: {report}")

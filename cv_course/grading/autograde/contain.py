@@ -25,6 +25,7 @@ import math
 import signal
 import sys
 import time
+from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import ensure_async, run_sync
@@ -33,6 +34,7 @@ from nbformat.v4 import new_output
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
 
+LAUNCH = str(Path(__file__).with_name("launch.py"))  # run by path: see launch.py
 MAX_RESTARTS = 3  # a submission whose kernel dies more often is not run further
 
 
@@ -47,8 +49,7 @@ def limited_kernel_manager(memory_limit: int) -> type:
     class LimitedKernelManager(AsyncKernelManager):
         def format_kernel_cmd(self, extra_arguments=None):
             cmd = super().format_kernel_cmd(extra_arguments)
-            return [sys.executable, "-m", "cv_course.grading.autograde.launch",
-                    "--memory", str(memory_limit), "--", *cmd]
+            return [sys.executable, LAUNCH, "--memory", str(memory_limit), "--", *cmd]
 
     return LimitedKernelManager
 

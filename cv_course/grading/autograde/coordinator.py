@@ -90,14 +90,15 @@ def write_autograded(course: Course, assignment: str, result: Result) -> None:
 
 
 def _jobs(course: Course, assignment: str, students: list[str], limits: Limits, cuda: list[str],
-          subprocess: bool):
+          subprocess: bool, zygote: bool):
     template = template_db(course.dirs.db_url, assignment, course.dirs.course_id)
     source = read_tree(course.folder("source", ".", assignment))
     dirs = {k: getattr(course.dirs, k) for k in ("source_directory", "submitted_directory",
                                                  "autograded_directory")}
     for student in students:
         yield Job(assignment, student, course.config_text, template, source,
-                  read_tree(course.folder("submitted", student, assignment)), limits, dirs, cuda, subprocess)
+                  read_tree(course.folder("submitted", student, assignment)), limits, dirs, cuda, subprocess,
+                  zygote)
 
 
 def _executor(workers: int, scheduler: str | None):
@@ -147,7 +148,7 @@ def cuda_devices() -> list[str]:
 
 def autograde(root: Path, assignment: str, *, workers: int = 2, scheduler: str | None = None,
               limits: Limits | None = None, force: bool = False, students: list[str] | None = None,
-              progress: bool = True, subprocess: bool = False) -> Outcome:
+              progress: bool = True, subprocess: bool = False, zygote: bool = True) -> Outcome:
     """Autograde every submission of ``assignment`` in the course at ``root``; see the package docstring."""
     course = Course.load(root)
     limits = limits or Limits(cell_timeout=course.cell_timeout)
@@ -160,7 +161,7 @@ def autograde(root: Path, assignment: str, *, workers: int = 2, scheduler: str |
         map_unordered, close = _executor(workers, scheduler)
         bar = tqdm(total=len(todo), unit="submission", desc=f"autograde {assignment}", disable=not progress)
         try:
-            jobs = _jobs(course, assignment, todo, limits, cuda, subprocess)
+            jobs = _jobs(course, assignment, todo, limits, cuda, subprocess, zygote)
             for result in map_unordered(grade_submission, jobs):
                 if result.graded:
                     merge(course.dirs.db_url, assignment, result.student, result.timestamp, result.notebooks,

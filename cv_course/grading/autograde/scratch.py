@@ -11,6 +11,9 @@ the autograded files, for the coordinator to merge. Nothing outside the
 temporary folder is written, so workers never contend for the course's SQLite
 file.
 
+Kernels are forked from a warm process (``zygote.py``) that has imported torch
+and ipykernel once per worker; ``Job.zygote = False`` starts each the usual way.
+
 nbgrader runs in the worker's own process by default (a worker imports it
 once; a new ``python -m nbgrader`` per submission cost 3-10 s more each,
 measured), one submission at a time per process, since nbgrader changes the
@@ -66,6 +69,7 @@ class Job:
     directories: dict[str, str] = field(default_factory=dict)  # CourseDirectory names: source_directory, ...
     cuda_devices: list[str] = field(default_factory=list)  # spread over workers by worker name
     subprocess: bool = False  # a new `python -m nbgrader` process per submission (see the module docstring)
+    zygote: bool = True  # fork kernels from a warm process per worker (zygote.py)
 
 
 @dataclass
@@ -119,6 +123,12 @@ def _worker_env(job: Job) -> dict[str, str]:
         except (ImportError, ValueError, TypeError):
             index = 0
         env["CUDA_VISIBLE_DEVICES"] = job.cuda_devices[index % len(job.cuda_devices)]
+    if job.zygote:
+        from .zygote import ENV, ensure_zygote
+
+        path = ensure_zygote(env)  # started once per worker process, with the kernels' settings
+        if path:
+            env[ENV] = path
     return env
 
 
