@@ -33,14 +33,11 @@ $(MATHJAX):
 	@test -f $(MATHJAX)
 
 # What the book needs besides Python packages: MathJax, and the trained models
-# of the FCN/U-Net and detection chapters in the package cache (trained here,
-# outside the notebooks' execution timeout). The two trainings run side by side,
-# one math thread each (two cores, no oversubscription); each is a no-op once
-# its weights are cached.
+# the chapters load (segmentation, detectors) in the package cache, trained here
+# outside the notebooks' execution timeout by two worker processes, one math
+# thread each, longest first; a model already cached costs a load.
 book-assets: setup $(MATHJAX)
-	OMP_NUM_THREADS=1 $(PY) -m cv_course.experiments.segmentation & seg=$$!; \
-	OMP_NUM_THREADS=1 $(PY) -c "from cv_course.experiments.detection import trained_detector; \
-	trained_detector()"; det=$$?; wait $$seg && test $$det = 0
+	$(PY) -m cv_course.experiments.assets --jobs 2
 
 book: book-assets
 	$(VENV)/bin/jupyter-book build . -W --keep-going
