@@ -53,3 +53,8 @@ from .yolo_loss import encode_yolo_targets, lost_objects, yolo_loss  # noqa: E40
 
 __all__ += ["YOLOConfig", "YOLOHead", "YOLOv1", "decode_yolo", "yolo_output_size",
             "encode_yolo_targets", "lost_objects", "yolo_loss"]
+
+# Instance segmentation: Mask R-CNN (issue 12).
+from .mask_rcnn import MaskRCNN, MaskRCNNConfig, MaskRoIHeads, MultiScaleRoIPool  # noqa: E402
+
+__all__ += ["MaskRCNN", "MaskRCNNConfig", "MaskRoIHeads", "MultiScaleRoIPool"]
