@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--val-n", type=int, default=100,
                         help="PQ on this many held-out scenes after each epoch (0: none)")
     parser.add_argument("--json", default=None, help="write the result to this JSON file")
+    parser.add_argument("--save", default=None, help="save the trained weights to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("n_train", args.n_train),
@@ -58,11 +59,16 @@ def main() -> None:
     m = evaluate_panoptic(r.model, *val)
     print(f"{NAME}: PQ {m['pq']:.3f} (things {m['pq_things']:.3f}, stuff {m['pq_stuff']:.3f}), "
           f"SQ {m['sq']:.3f} ({m['sq_things']:.3f}, {m['sq_stuff']:.3f}), "
-          f"RQ {m['rq']:.3f} ({m['rq_things']:.3f}, {m['rq_stuff']:.3f}); "
+          f"RQ {m['rq']:.3f} ({m['rq_things']:.3f}, {m['rq_stuff']:.3f}); box mAP@0.5 "
+          f"{m['map_50']:.3f}, mask mAP@0.5 {m['mask_map_50']:.3f} (scores >= "
+          f"{spec.config.box_score_thresh}); "
           f"train {r.train_seconds / 60:.1f} min on {args.threads} thread(s) "
           f"({r.seconds_per_step:.3f} s/step); inference {1000 * m['seconds_per_image']:.1f} "
           f"ms/img (load average {load:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
-    record = {"model": NAME, **m, "images_per_second": 1 / m["seconds_per_image"],
+    if args.save:  # the trained_detector cache file format
+        torch.save({"state_dict": r.model.state_dict(), "train_seconds": r.train_seconds,
+                    "history": dataclasses.asdict(r.history)}, args.save)
+    record = {"model": NAME, **m, "box_score_thresh": spec.config.box_score_thresh, "images_per_second": 1 / m["seconds_per_image"],
               "train_seconds": r.train_seconds, "train_minutes": r.train_seconds / 60,
               "steps": len(r.history.step_loss), "epochs": setup.epochs,
               "n_train": setup.n_train, "n_val": setup.n_val, "parameters": r.parameters,

@@ -222,17 +222,23 @@ def test_evaluate_panoptic_scores_exact_ground_truth_as_one():
             self.maps = maps
 
         def forward(self, images):
-            return [{"panoptic": self.maps.pop(0)} for _ in images]
+            return [self.maps.pop(0) for _ in images]
 
     ds = PanopticScenes(5, size=32, seed=3)
-    images = [ds.scene(i).image for i in range(5)]
-    truth = [ds.scene(i).panoptic for i in range(5)]
-    result = evaluate_panoptic(Oracle(list(truth)), images, truth, batch_size=2)
+    scenes = [ds.scene(i) for i in range(5)]
+    images, truth = [s.image for s in scenes], [s.panoptic for s in scenes]
+    targets = [{"boxes": s.boxes, "labels": s.labels, "masks": s.masks} for s in scenes]
+    outputs = [{"panoptic": s.panoptic, "boxes": s.boxes, "labels": s.labels,
+                "scores": torch.ones(len(s.labels)), "masks": s.masks[:, None].float()}
+               for s in scenes]
+    result = evaluate_panoptic(Oracle(outputs), images, truth, targets, batch_size=2)
     assert result["pq"] == result["pq_things"] == result["pq_stuff"] == 1.0
+    assert result["map"] == result["mask_map"] == 1.0
     wrong = [t.clone() for t in truth]
     for w in wrong:
         w[..., 0][w[..., 0] == 6] = 5  # ground predicted as sky
-    result = evaluate_panoptic(Oracle(wrong), images, truth, batch_size=2)
+    result = evaluate_panoptic(Oracle([{"panoptic": w} for w in wrong]), images, truth,
+                               batch_size=2)
     assert result["pq_things"] == 1.0 and result["pq_stuff"] < 1.0
 
 

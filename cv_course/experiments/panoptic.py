@@ -43,11 +43,17 @@ def make_panoptic_data(n: int, seed: int, setup: DetectionSetup) -> tuple[list[T
     return [im for im, _ in items], [{k: t[k] for k in keys} for _, t in items]
 
 
-def make_panoptic_eval(n: int, seed: int, setup: DetectionSetup) -> tuple[list[Tensor], list[Tensor]]:
-    """``n`` held-out scenes: (images, panoptic ground truth Tensor[S, S, 2] per image)."""
+def make_panoptic_eval(n: int, seed: int, setup: DetectionSetup):
+    """``n`` held-out scenes: (images, panoptic ground truth, instance targets).
+
+    Returns:
+        (list of Tensor[3, S, S], list of Tensor[S, S, 2] (category id, instance id),
+        list of dict(boxes [K, 4], labels [K], masks [K, S, S] bool)) for box and mask mAP.
+    """
     ds = PanopticScenes(n, seed=seed, **setup.scene_kwargs)
     scenes = [ds.scene(i) for i in range(n)]
-    return [s.image for s in scenes], [s.panoptic for s in scenes]
+    return ([s.image for s in scenes], [s.panoptic for s in scenes],
+            [{"boxes": s.boxes, "labels": s.labels, "masks": s.masks} for s in scenes])
 
 
 def mirror_augment(images: list[Tensor], targets: list[dict], gen: torch.Generator):
@@ -81,7 +87,7 @@ SPECS = {
 
 
 def evaluate_panoptic(model: nn.Module, images: list[Tensor], panoptic: list[Tensor],
-                      batch_size: int = 16) -> dict[str, float]:
+                      targets: list[dict] | None = None, batch_size: int = 16) -> dict[str, float]:
     """Held-out panoptic quality and inference time of a Panoptic FPN.
 
     Args:
@@ -97,7 +103,7 @@ def evaluate_panoptic(model: nn.Module, images: list[Tensor], panoptic: list[Ten
     was_training = model.training
     model.eval()
     metric = PanopticQuality(THING_IDS, STUFF_IDS, allow_unknown_preds_category=True)
-    seconds = 0.0
+    seconds, detections = 0.0, []
     try:
         with torch.no_grad():
             for i in range(0, len(images), batch_size):  # batches: bounded memory
@@ -107,10 +113,20 @@ def evaluate_panoptic(model: nn.Module, images: list[Tensor], panoptic: list[Ten
                 seconds += time.perf_counter() - start
                 preds = torch.stack([o["panoptic"] for o in outputs])  # [b, H, W, 2]
                 metric.update(preds, torch.stack(panoptic[i:i + batch_size]).to(preds.device))
+                if targets is not None:
+                    detections += [{"boxes": o["boxes"].cpu(), "labels": o["labels"].cpu(),
+                                    "scores": o["scores"].cpu(),
+                                    "masks": o["masks"][:, 0].cpu() > 0.5} for o in outputs]
     finally:
         model.train(was_training)
     result = {k: float(v) for k, v in metric.compute().items()}
     result["seconds_per_image"] = seconds / max(1, len(images))
+    if targets is not None:
+        from ..metrics import mean_average_precision
+
+        for prefix, iou_type in (("", "bbox"), ("mask_", "segm")):
+            m = mean_average_precision(detections, targets, iou_type=iou_type)
+            result.update({prefix + k: float(m[k]) for k in ("map", "map_50", "map_75")})
     return result
 
 
