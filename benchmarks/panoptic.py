@@ -68,7 +68,8 @@ def main() -> None:
     if args.save:  # the trained_detector cache file format
         torch.save({"state_dict": r.model.state_dict(), "train_seconds": r.train_seconds,
                     "history": dataclasses.asdict(r.history)}, args.save)
-    record = {"model": NAME, **m, "box_score_thresh": spec.config.box_score_thresh, "images_per_second": 1 / m["seconds_per_image"],
+    record = {"model": NAME, **m, "box_score_thresh": spec.config.box_score_thresh,
+              "images_per_second": 1 / m["seconds_per_image"],
               "train_seconds": r.train_seconds, "train_minutes": r.train_seconds / 60,
               "steps": len(r.history.step_loss), "epochs": setup.epochs,
               "n_train": setup.n_train, "n_val": setup.n_val, "parameters": r.parameters,
