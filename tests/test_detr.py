@@ -209,10 +209,14 @@ def scenes(n, seed):
     return make_scenes(n, seed, DetectionSetup())
 
 
-@pytest.mark.parametrize("plain", [False, True])
-def test_model_interface(plain, device):
+VARIANTS = {"default": {}, "no-refine": {"box_refine": False},
+            "plain": {"reference_points": False, "attention_sigma": 0, "box_refine": False}}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_model_interface(variant, device):
     torch.manual_seed(0)
-    config = TINY.replace(reference_points=False, attention_sigma=0) if plain else TINY
+    config = TINY.replace(**VARIANTS[variant])
     model = DETR(config).to(device)
     images, targets = scenes(3, 5)
     images = [im.to(device) for im in images]
@@ -261,7 +265,9 @@ def test_model_errors():
     with pytest.raises(ValueError, match="divisible"):
         TINY.replace(d_model=18)
     with pytest.raises(ValueError, match="reference_points"):
-        TINY.replace(reference_points=False)  # the attention prior is centred on them
+        TINY.replace(reference_points=False, box_refine=False)  # the prior is centred on them
+    with pytest.raises(ValueError, match="reference_points"):
+        TINY.replace(reference_points=False, attention_sigma=0)
 
 
 def test_registered():

@@ -19,10 +19,12 @@ input), which is what lets cross-attention find where an object is.
 
 Plain DETR needs hundreds of epochs: at first every query attends everywhere and
 predicts the mean box whatever the image. Two later fixes make it learn our scenes in
-minutes (``DETRConfig(reference_points=False, attention_sigma=0)`` is the plain model):
-each query owns a learned *reference point* around which it predicts its box (Deformable
-DETR, Zhu et al. 2021), and its cross-attention starts as a Gaussian around that point
-(SMCA, Gao et al. 2021), so a query sees its neighbourhood from the first step.
+minutes (``DETRConfig(reference_points=False, attention_sigma=0, box_refine=False)`` is
+the plain model): each query owns a learned *reference point* around which it predicts its
+box (Deformable DETR, Zhu et al. 2021), its cross-attention starts as a Gaussian around
+that point (SMCA, Gao et al. 2021), so a query sees its neighbourhood from the first step,
+and each decoder layer re-centres both on the previous layer's box (Deformable DETR's
+iterative refinement).
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ class DETRConfig:
     # (image widths) of a cell from the query's reference point (SMCA, Gao et al., ICCV 2021, a
     # Gaussian prior that speeds up DETR's convergence). 0: no prior (needs reference_points).
     attention_sigma: float = 0.1
+    # Each decoder layer moves the reference point to the centre the previous layer predicted
+    # (Deformable DETR's iterative box refinement); needs reference_points.
+    box_refine: bool = True
 
     def __post_init__(self):
         if self.num_classes < 1 or self.num_queries < 1:
@@ -81,6 +86,8 @@ class DETRConfig:
         if self.attention_sigma < 0 or (self.attention_sigma and not self.reference_points):
             raise ValueError("attention_sigma must be >= 0, and > 0 only with reference_points "
                              f"(the prior is centred on them), got {self.attention_sigma}")
+        if self.box_refine and not self.reference_points:
+            raise ValueError("box_refine moves the reference points: set reference_points=True")
         if self.feature_stride not in (8, 16):
             raise ValueError(f"feature_stride must be 8 or 16, got {self.feature_stride}")
 
@@ -250,6 +257,8 @@ class DETR(nn.Module):
             cells = cell_centres(h, w, device=f.device, dtype=f.dtype)  # [h*w, 2]
             d2 = (cells[None] - ref[:, None]).square().sum(-1)  # [Q, h*w]
             prior = -d2 / (2 * self.config.attention_sigma**2)
+        if self.config.box_refine:
+            return self._refine(memory, pos, h, w)
         t = torch.zeros(B, *query_pos.shape, device=f.device, dtype=f.dtype)  # [B, Q, d]
         states = []
         for layer in self.decoder:
@@ -264,6 +273,30 @@ class DETR(nn.Module):
         if self.config.aux_loss:
             out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b}
                                   for a, b in zip(logits[:-1], boxes[:-1])]
+        return out
+
+    def _refine(self, memory: Tensor, pos: Tensor, h: int, w: int) -> dict:
+        """The decoder with iterative refinement: layer l looks around, and predicts its box
+        relative to, the centre that layer l - 1 predicted (the learned point for l = 0)."""
+        B, N, d = memory.shape
+        cells = cell_centres(h, w, device=memory.device, dtype=memory.dtype)  # [N, 2]
+        ref = self.reference.sigmoid().expand(B, -1, -1)  # [B, Q, 2]
+        t = torch.zeros(B, ref.shape[1], d, device=memory.device, dtype=memory.dtype)
+        heads = self.config.heads
+        layers = []
+        for layer in self.decoder:
+            query_pos = self.query_pos.weight + sine_point_encoding(ref, d)  # [B, Q, d]
+            d2 = (cells[None, None] - ref[:, :, None]).square().sum(-1)  # [B, Q, N]
+            prior = (-d2 / (2 * self.config.attention_sigma**2)).repeat_interleave(heads, 0)
+            t = layer(t, query_pos, memory, pos, prior if self.config.attention_sigma else None)
+            hs = self.decoder_norm(t)  # [B, Q, d]
+            delta = self.box_head(hs)  # [B, Q, 4]
+            boxes = torch.cat([delta[..., :2] + torch.logit(ref, eps=1e-4), delta[..., 2:]], -1).sigmoid()
+            layers.append({"pred_logits": self.class_head(hs), "pred_boxes": boxes})
+            ref = boxes[..., :2].detach()  # no gradient through the next layer's anchor
+        out = dict(layers[-1])
+        if self.config.aux_loss:
+            out["aux_outputs"] = layers[:-1]
         return out
 
     @staticmethod
