@@ -291,7 +291,8 @@ class DETR(nn.Module):
             t = layer(t, query_pos, memory, pos, prior if self.config.attention_sigma else None)
             hs = self.decoder_norm(t)  # [B, Q, d]
             delta = self.box_head(hs)  # [B, Q, 4]
-            boxes = torch.cat([delta[..., :2] + torch.logit(ref, eps=1e-4), delta[..., 2:]], -1).sigmoid()
+            centre = delta[..., :2] + torch.logit(ref, eps=1e-4)  # an offset from ref
+            boxes = torch.cat([centre, delta[..., 2:]], -1).sigmoid()  # [B, Q, 4] cxcywh
             layers.append({"pred_logits": self.class_head(hs), "pred_boxes": boxes})
             ref = boxes[..., :2].detach()  # no gradient through the next layer's anchor
         out = dict(layers[-1])
