@@ -69,9 +69,10 @@ def test_train_mode_returns_five_finite_losses_and_every_parameter_gets_a_gradie
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
 
 
-def test_mask_targets_match_a_loop_of_roi_align_per_object():
+@pytest.mark.parametrize("aligned", [True, False])
+def test_mask_targets_match_a_loop_of_roi_align_per_object(aligned):
     images, targets = scenes(seed=1)
-    model = tiny_model().train()
+    model = tiny_model(config=TINY_MASK.replace(mask_target_aligned=aligned)).train()
     _, _, _, positives, matched = sampled_positives(model, images, targets)
     assert sum(len(p) for p in positives) > 5
     ours = model.roi_heads.mask_targets(positives, matched, targets)  # [P, M, M]
@@ -83,13 +84,14 @@ def test_mask_targets_match_a_loop_of_roi_align_per_object():
             gt = int(ious.argmax())  # the best-overlapping object, as the matcher picks
             assert ious[gt] >= TINY_MASK.box_fg_iou_thresh
             mask = t["masks"][gt][None, None].float()  # [1, 1, H, W]
-            expected.append(torchvision.ops.roi_align(mask, [box[None]], M, 1.0, -1, False)[0, 0])
+            expected.append(torchvision.ops.roi_align(mask, [box[None]], M, 1.0, -1, aligned)[0, 0])
     torch.testing.assert_close(ours, torch.stack(expected), atol=1e-6, rtol=0)
 
 
 def test_mask_loss_in_the_heads_equals_torchvision_maskrcnn_loss():
+    """torchvision's targets are RoI Align without the half-pixel shift: the same config here."""
     images, targets = scenes(seed=2)
-    model = tiny_model().train()
+    model = tiny_model(config=TINY_MASK.replace(mask_target_aligned=False)).train()
     features, sizes, proposals, positives, matched = sampled_positives(model, images, targets)
     # the heads' own forward, with the same sampling (same seed before select_training_samples)
     torch.manual_seed(0)
@@ -98,6 +100,10 @@ def test_mask_loss_in_the_heads_equals_torchvision_maskrcnn_loss():
     theirs = maskrcnn_loss(logits, positives, [t["masks"] for t in targets],
                            [t["labels"] for t in targets], matched)
     torch.testing.assert_close(losses["loss_mask"], theirs, atol=1e-6, rtol=1e-5)
+    aligned = tiny_model(config=TINY_MASK).train()  # the default (aligned) targets differ
+    torch.manual_seed(0)
+    _, losses = aligned.roi_heads(features, proposals, sizes, targets)
+    assert (losses["loss_mask"] - theirs).abs() > 1e-4
 
 
 def test_only_the_ground_truth_class_mask_gets_a_gradient():

@@ -25,7 +25,7 @@ from ...ops.roi_align import roi_align
 
 
 def project_masks_on_boxes(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor,
-                           M: int) -> Tensor:
+                           M: int, aligned: bool = False) -> Tensor:
     """Mask targets: each proposal's ground-truth mask, cropped to its box, resized to M x M.
 
     RoI Align (``aligned=False``, adaptive sampling, as torchvision's
@@ -38,6 +38,9 @@ def project_masks_on_boxes(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor
         boxes (Tensor[P, 4]): (x1, y1, x2, y2) proposals in image pixels, x1 <= x2, y1 <= y2.
         matched_idxs (Tensor[P] int64): ground-truth index in [0, G) of each proposal.
         M (int): output side (28 in Mask R-CNN).
+        aligned (bool): RoI Align's half-pixel shift (Detectron2): with it, a target pasted
+            back by ``paste_masks_in_image`` lands on the mask it came from; False (the
+            default) is torchvision's target, which pasting grows by about a pixel.
     Returns:
         Tensor[P, M, M] in boxes' dtype and device.
     """
@@ -53,11 +56,12 @@ def project_masks_on_boxes(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor
                          "matcher's indices for positive (foreground) proposals only")
     rois = torch.cat([matched_idxs[:, None].to(boxes), boxes], dim=1)  # [P, 5] (gt index, box)
     images = gt_masks[:, None].to(boxes.dtype)  # [G, 1, H, W]
-    return roi_align(images, rois, (M, M), spatial_scale=1.0)[:, 0]  # [P, M, M]
+    return roi_align(images, rois, (M, M), spatial_scale=1.0, aligned=aligned)[:, 0]  # [P, M, M]
 
 
 def mask_loss(mask_logits: Tensor, proposals: list[Tensor], gt_masks: list[Tensor],
-              gt_labels: list[Tensor], matched_idxs: list[Tensor]) -> dict[str, Tensor]:
+              gt_labels: list[Tensor], matched_idxs: list[Tensor],
+              aligned: bool = False) -> dict[str, Tensor]:
     """Mask R-CNN's mask loss: mean binary cross-entropy on the ground-truth class's mask.
 
     ``L_mask = -1/(P M^2) sum_p sum_ij [y log s(x) + (1 - y) log(1 - s(x))]``, with
@@ -71,6 +75,7 @@ def mask_loss(mask_logits: Tensor, proposals: list[Tensor], gt_masks: list[Tenso
         gt_masks (list[Tensor[G_i, H_i, W_i]]): ground-truth masks of each image.
         gt_labels (list[Tensor[G_i] int64]): their classes, indices into the C channels.
         matched_idxs (list[Tensor[P_i] int64]): matched ground truth of each proposal.
+        aligned (bool): passed to :func:`project_masks_on_boxes` (False: torchvision's targets).
     Returns:
         dict: ``loss_mask``, a scalar (0, still connected to ``mask_logits``, when P = 0).
     """
@@ -83,7 +88,7 @@ def mask_loss(mask_logits: Tensor, proposals: list[Tensor], gt_masks: list[Tenso
     if M != M2:
         raise ValueError(f"mask_logits must be [P, C, M, M], got {list(mask_logits.shape)}")
     labels = torch.cat([lab[idx] for lab, idx in zip(gt_labels, matched_idxs)])  # [P]
-    targets = torch.cat([project_masks_on_boxes(m, b, idx, M).to(mask_logits.dtype)
+    targets = torch.cat([project_masks_on_boxes(m, b, idx, M, aligned).to(mask_logits.dtype)
                          for m, b, idx in zip(gt_masks, proposals, matched_idxs)])  # [P, M, M]
     if targets.shape[0] != P:
         raise ValueError(f"mask_logits has {P} rows but the images have {targets.shape[0]} "
