@@ -33,6 +33,9 @@ from cv_course.experiments.mask_rcnn import SPECS, evaluate_instance_segmentatio
 COLUMNS = (("box_map_50", "box mAP@0.5"), ("box_map", "box mAP"), ("mask_map", "mask mAP"),
            ("mask_map_50", "mask mAP@0.5"), ("mask_map_75", "mask mAP@0.75"))
 
+MASK_SETTINGS = ("roi_pooler", "mask_target_aligned", "mask_roi_output_size", "mask_head_convs",
+                 "mask_head_channels")  # recorded with each model's figures
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -58,7 +61,9 @@ def main() -> None:
         print(f"--- {name}: {setup}", flush=True)
         r = train_detector(name, setup, progress=True)
         m = evaluate_instance_segmentation(r.model, *val)
-        records[name] = {"model": name, **m, "images_per_second": 1 / m["seconds_per_image"],
+        config = detector_spec(name).config
+        records[name] = {"model": name, **{k: getattr(config, k) for k in MASK_SETTINGS},
+                         **m, "images_per_second": 1 / m["seconds_per_image"],
                          "train_seconds": r.train_seconds, "steps": len(r.history.step_loss),
                          "seconds_per_step": r.seconds_per_step, "epochs": setup.epochs,
                          "n_train": setup.n_train, "n_val": args.n_val,
