@@ -24,10 +24,10 @@ locations near an object's border below the central ones before NMS.
 Shapes for a batch of B 128 x 128 images and the default config::
 
     images (list of [3, 128, 128]) -> DetectionTransform -> [B, 3, 128, 128]
-      -> BackboneWithFPN   {"0": [B, 64, 32, 32], "1": [B, 64, 16, 16], "2": [B, 64, 8, 8]}
+      -> BackboneWithFPN   {"0": [B, 32, 32, 32], "1": [B, 32, 16, 16], "2": [B, 32, 8, 8]}
       -> FCOSHead          logits [B, 1344, 4], ltrb [B, 1344, 4], centre-ness [B, 1344]
       -> train: fcos_targets per image, fcos_loss      dict of 3 losses
-      -> eval:  score, per-level top-k, decode, clip, class-aware NMS   B x dict(boxes, labels, scores)
+      -> eval:  score, top-k per level, decode, clip, NMS per class   B x dict(boxes, labels, scores)
 
 Where torchvision's ``FCOS`` class assigns targets differently (centre sampling,
 open size ranges) is listed in :mod:`cv_course.experiments.fcos`, which trains both.

@@ -5,7 +5,7 @@ ICCV 2019, sections 3.1 and 3.3. One head, shared by every FPN level, has two
 towers of conv + GroupNorm + ReLU layers::
 
     feature [B, D, H, W] -> cls tower -> conv 3x3 -> class logits  [B, C, H, W]
-                         -> box tower -> conv 3x3 -> exp(s_l * x) * stride = (l, t, r, b)  [B, 4, H, W]
+                         -> box tower -> conv 3x3 -> exp(s_l * x) * stride = ltrb  [B, 4, H, W]
                                       -> conv 3x3 -> centre-ness logit [B, 1, H, W]
 
 C = num_classes - 1 sigmoids (no background class: a location is background when
