@@ -27,7 +27,7 @@ Shapes for a batch of B 128 x 128 images and the default config::
       -> BackboneWithFPN   {"0": [B, 32, 32, 32], "1": [B, 32, 16, 16], "2": [B, 32, 8, 8]}
       -> FCOSHead          logits [B, 1344, 4], ltrb [B, 1344, 4], centre-ness [B, 1344]
       -> train: fcos_targets per image, fcos_loss      dict of 3 losses
-      -> eval:  score, top-k per level, decode, clip, NMS per class   B x dict(boxes, labels, scores)
+      -> eval:  score, top-k per level, decode, clip, NMS per class  B x dict(boxes, labels, scores)
 
 Where torchvision's ``FCOS`` class assigns targets differently (centre sampling,
 open size ranges) is listed in :mod:`cv_course.experiments.fcos`, which trains both.
