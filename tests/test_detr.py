@@ -209,8 +209,8 @@ def scenes(n, seed):
     return make_scenes(n, seed, DetectionSetup())
 
 
-VARIANTS = {"default": {}, "no-refine": {"box_refine": False},
-            "plain": {"reference_points": False, "attention_sigma": 0, "box_refine": False}}
+VARIANTS = {"default": {}, "refine": {"box_refine": True},
+            "plain": {"reference_points": False, "attention_sigma": 0}}
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -265,9 +265,9 @@ def test_model_errors():
     with pytest.raises(ValueError, match="divisible"):
         TINY.replace(d_model=18)
     with pytest.raises(ValueError, match="reference_points"):
-        TINY.replace(reference_points=False, box_refine=False)  # the prior is centred on them
+        TINY.replace(reference_points=False)  # the attention prior is centred on them
     with pytest.raises(ValueError, match="reference_points"):
-        TINY.replace(reference_points=False, attention_sigma=0)
+        TINY.replace(reference_points=False, attention_sigma=0, box_refine=True)
 
 
 def test_registered():

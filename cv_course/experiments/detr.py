@@ -3,12 +3,12 @@
 ``SPECS["detr"]`` is what :func:`cv_course.experiments.detection.train_detector`,
 ``trained_detector("detr")`` and ``benchmarks/detection.py --models detr`` use. What
 makes DETR learn in minutes on one CPU thread (it needs 500 epochs of COCO in the
-paper): reference points, a Gaussian attention prior around them and iterative box
-refinement (see :mod:`cv_course.models.detection.detr`; without them it still predicts
-near-constant boxes after an epoch), the pretrained shape-classifier body (a 10x lower learning
+paper): reference points and a Gaussian attention prior around them (see
+:mod:`cv_course.models.detection.detr`; without them it still predicts near-constant
+boxes after an epoch), the pretrained shape-classifier body (a 10x lower learning
 rate for it), few queries (16 for <= 8 objects), a small transformer (d_model 64), no
 dropout, gradient clipping as in DETR, and a longer schedule than the anchor-based
-detectors (20 epochs of 1,024 scenes).
+detectors (10 epochs of 1,024 scenes).
 
 For the chapter: :func:`query_predictions` (where each query slot puts its boxes over
 held-out scenes) and :func:`matching_example` (one scene's cost matrix and pairs).
@@ -64,7 +64,7 @@ def detr_optimizer(model: DETR, setup: DetectionSetup, backbone_lr_factor: float
                         max_norm=max_norm, lr=setup.lr, weight_decay=setup.weight_decay)
 
 
-DETR_SETUP = DetectionSetup(epochs=20, lr=1e-3, warmup_steps=100)
+DETR_SETUP = DetectionSetup(epochs=10, lr=1e-3, warmup_steps=100)
 
 SPECS = {"detr": DetectorSpec(build_detr, DETRConfig(), DETR_SETUP, optimizer=detr_optimizer)}
 

@@ -22,9 +22,9 @@ predicts the mean box whatever the image. Two later fixes make it learn our scen
 minutes (``DETRConfig(reference_points=False, attention_sigma=0, box_refine=False)`` is
 the plain model): each query owns a learned *reference point* around which it predicts its
 box (Deformable DETR, Zhu et al. 2021), its cross-attention starts as a Gaussian around
-that point (SMCA, Gao et al. 2021), so a query sees its neighbourhood from the first step,
-and each decoder layer re-centres both on the previous layer's box (Deformable DETR's
-iterative refinement).
+that point (SMCA, Gao et al. 2021), so a query sees its neighbourhood from the first step.
+``box_refine=True`` also re-centres both, layer by layer, on the previous layer's box
+(Deformable DETR's iterative refinement; better in a short test, not yet benchmarked).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class DETRConfig:
     attention_sigma: float = 0.1
     # Each decoder layer moves the reference point to the centre the previous layer predicted
     # (Deformable DETR's iterative box refinement); needs reference_points.
-    box_refine: bool = True
+    box_refine: bool = False
 
     def __post_init__(self):
         if self.num_classes < 1 or self.num_queries < 1:
