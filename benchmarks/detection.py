@@ -74,9 +74,11 @@ def main() -> None:
         load = os.getloadavg()[0]
         model_setup = replace(detector_spec(name).setup, **overrides)
         print(f"--- {name}: {model_setup}", flush=True)
+        spec = detector_spec(name)
         data = train
-        if model_setup.n_train != setup.n_train or model_setup.scene_kwargs != setup.scene_kwargs:
-            data = make_scenes(model_setup.n_train, model_setup.data_seed, model_setup)
+        if (spec.scenes is not None or model_setup.n_train != setup.n_train
+                or model_setup.scene_kwargs != setup.scene_kwargs):
+            data = None  # train_detector makes the spec's own scenes (masks, stuff, ...)
         r = train_detector(name, model_setup, data=data, progress=True)
         m = evaluate_detector(r.model, *val)
         rows[name] = (r, m)
