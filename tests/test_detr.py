@@ -210,7 +210,11 @@ def scenes(n, seed):
 
 
 VARIANTS = {"default": {}, "refine": {"box_refine": True},
-            "plain": {"reference_points": False, "attention_sigma": 0}}
+            "plain": {"reference_points": False, "attention_sigma": 0},
+            "groups": {"groups": 3}, "refine_groups": {"box_refine": True, "groups": 2},
+            "plain_groups": {"reference_points": False, "attention_sigma": 0, "groups": 2},
+            "selection": {"box_refine": True, "query_selection": True},
+            "selection_groups": {"box_refine": True, "query_selection": True, "groups": 2}}
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -224,7 +228,8 @@ def test_model_interface(variant, device):
     targets[1] = {"boxes": targets[1]["boxes"][:0], "labels": targets[1]["labels"][:0]}  # empty
     model.train()
     losses = model(images, targets)
-    assert set(losses) == {f"loss_{n}{s}" for n in ("ce", "bbox", "giou") for s in ("", "_0")}
+    suffixes = ("", "_0", "_enc") if config.query_selection else ("", "_0")
+    assert set(losses) == {f"loss_{n}{s}" for n in ("ce", "bbox", "giou") for s in suffixes}
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
     assert model.query_pos.weight.grad.abs().sum() > 0
@@ -237,6 +242,62 @@ def test_model_interface(variant, device):
         assert bool((o["boxes"] >= 0).all() and (o["boxes"] <= 128).all())
         assert bool((o["boxes"][:, 2:] >= o["boxes"][:, :2]).all())
         assert bool(((o["scores"] > 0) & (o["scores"] < 1)).all())
+
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_query_groups_are_independent(refine):
+    """Group DETR: in training each group only sees itself, so group 0 predicts exactly what
+    the model predicts at inference (group 0 alone), and changing another group's queries
+    changes nothing in group 0; each group is matched and scored like a copy of the image."""
+    torch.manual_seed(0)
+    model = DETR(TINY.replace(groups=3, box_refine=refine))
+    Q = TINY.num_queries
+    assert model.query_pos.weight.shape == (3 * Q, TINY.d_model)
+    images, targets = scenes(2, 7)
+    x = torch.stack(images)
+    def train_mode():  # the decoder in training (all groups), BatchNorm as at inference
+        model.train()
+        model.backbone.eval()
+        return model
+
+    with torch.no_grad():
+        train = train_mode().predict_sets(x)
+        infer = model.eval().predict_sets(x)
+        assert train["pred_boxes"].shape == (2, 3 * Q, 4) and infer["pred_boxes"].shape == (2, Q, 4)
+        for k in ("pred_logits", "pred_boxes"):
+            torch.testing.assert_close(train[k][:, :Q], infer[k])
+        model.query_pos.weight[Q:] += 1.0  # other groups only
+        again = train_mode().predict_sets(x)
+    torch.testing.assert_close(again["pred_boxes"][:, :Q], train["pred_boxes"][:, :Q])
+    assert not torch.allclose(again["pred_boxes"][:, Q:], train["pred_boxes"][:, Q:])
+    # the loss is the mean over groups of each group's set loss against the image's objects
+    losses = model.train()(images, targets)
+    norm = model._normalize(targets, x)
+    out = model.predict_sets(x)
+    per_group = []
+    for g in range(3):
+        sl = slice(g * Q, (g + 1) * Q)
+        sub = {"pred_logits": out["pred_logits"][:, sl], "pred_boxes": out["pred_boxes"][:, sl]}
+        per_group.append(model.criterion.layer_loss(sub, norm)["loss_ce"])
+    torch.testing.assert_close(losses["loss_ce"], sum(per_group) / 3)
+
+
+def test_query_selection_takes_the_most_confident_cells():
+    """The reference points start at the box centres of the Q encoder cells whose best real
+    class is most probable (a loop over the images and cells as the reference)."""
+    torch.manual_seed(0)
+    model = DETR(TINY.replace(box_refine=True, query_selection=True, groups=2)).eval()
+    memory = torch.randn(2, 16, TINY.d_model)  # B = 2 images, a 4 x 4 map
+    with torch.no_grad():
+        enc, ref = model._select(memory, 4, 4, 2 * TINY.num_queries)
+    Q = TINY.num_queries
+    assert ref.shape == (2, 2 * Q, 2)
+    for b in range(2):
+        prob = enc["pred_logits"][b].softmax(-1)
+        best = sorted(range(16), key=lambda i: -float(prob[i, :-1].max()))[:Q]
+        expected = enc["pred_boxes"][b, best, :2]  # [Q, 2] (cx, cy)
+        torch.testing.assert_close(ref[b, :Q].sigmoid(), expected)
+        torch.testing.assert_close(ref[b, Q:], ref[b, :Q])  # every group starts there
 
 
 def test_postprocess_label_mapping():
@@ -268,6 +329,10 @@ def test_model_errors():
         TINY.replace(reference_points=False)  # the attention prior is centred on them
     with pytest.raises(ValueError, match="reference_points"):
         TINY.replace(reference_points=False, attention_sigma=0, box_refine=True)
+    with pytest.raises(ValueError, match="groups"):
+        TINY.replace(groups=0)
+    with pytest.raises(ValueError, match="box_refine"):
+        TINY.replace(query_selection=True)
 
 
 def test_registered():
@@ -284,15 +349,17 @@ def matched_iou(predictions, targets):
     return sum(ious) / len(ious)
 
 
-def test_briefly_trained_predictions_depend_on_the_image():
+@pytest.mark.parametrize("variant", ["default", "selection_groups"])
+def test_briefly_trained_predictions_depend_on_the_image(variant):
     """DETR's failure on small data: every query predicts one constant box whatever the image.
     After 80 short steps the held-out boxes must fit the objects better than each query's
-    average box over those images would (a collapsed model would tie with it)."""
+    average box over those images would (a collapsed model would tie with it); also with
+    refinement, query selection and query groups on."""
     setup = DetectionSetup(size=64, max_objects=3, lr=3e-3)  # small scenes: a fast test
     images, targets = make_scenes(64, 0, setup)
     val, val_targets = make_scenes(32, 1, setup)
     torch.manual_seed(0)
-    model = DETR(TINY)
+    model = DETR(TINY.replace(**VARIANTS[variant]))
     opt = detr_optimizer(model, setup)
     model.train()
     for step in range(80):

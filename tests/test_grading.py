@@ -23,6 +23,7 @@ import pytest
 import torch
 from test_grading_boxes import HONEST as BOXES
 from test_grading_detection import HONEST as DETECTION
+from test_grading_instance import HONEST as INSTANCE
 from test_grading_segmentation import HONEST as SEGMENTATION
 from test_grading_single_stage import HONEST as SINGLE_STAGE
 from test_grading_understanding import HONEST as UNDERSTANDING
@@ -67,7 +68,8 @@ def honest_box_losses(pred_boxes, targets):
             "loss_box_l1": torch.stack(diffs).sum() / max(n, 1)}
 
 
-HONEST = {**BOXES, **DETECTION, **SEGMENTATION, **SINGLE_STAGE, **UNDERSTANDING, "box_losses": honest_box_losses}
+HONEST = {**BOXES, **DETECTION, **INSTANCE, **SEGMENTATION, **SINGLE_STAGE, **UNDERSTANDING,
+          "box_losses": honest_box_losses}
 
 
 def test_every_exercise_has_an_honest_answer_in_the_tests():
@@ -111,7 +113,8 @@ def _other_dtype(t):
 
 def _modify_input(args):
     with torch.no_grad():
-        _first_tensor(args, floating=True).add_(1.0)
+        first = _first_tensor(args, floating=True)
+        (first if first is not None else _first_tensor(args)).add_(1)  # integer-only inputs: panoptic maps
 
 
 def _raise(error):

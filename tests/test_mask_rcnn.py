@@ -23,12 +23,19 @@ from cv_course.experiments.mask_rcnn import (
     dihedral_augment_masks,
     evaluate_instance_segmentation,
     make_mask_scenes,
+    mask_head_optimizer,
     torchvision_mask_rcnn,
 )
 from cv_course.models.detection.fpn import BackboneWithFPN
 from cv_course.models.detection.backbone import ShapeBackbone
 from cv_course.models.detection.mask_head import mask_loss
-from cv_course.models.detection.mask_rcnn import MaskRCNN, MaskRCNNConfig, MultiScaleRoIPool
+from cv_course.models.detection.mask_rcnn import (
+    MaskRCNN,
+    MaskRCNNConfig,
+    MultiScaleRoIPool,
+    SampledMaskRCNNConfig,
+    subsample_positives,
+)
 from cv_course.ops import paste_masks_in_image
 from detection_tiny import TINY
 
@@ -233,6 +240,60 @@ def test_augmentation_turns_masks_with_their_boxes():
         changed += not torch.equal(t["masks"], old["masks"])
         assert t["masks"].sum() == old["masks"].sum()
     assert changed > 0 and all("masks" in t for t in targets)  # inputs left alone
+
+
+def test_subsample_positives_keeps_matching_rows_and_at_most_cap_per_image():
+    torch.manual_seed(0)
+    positives = [torch.rand(n, 4) for n in (0, 3, 10)]
+    matched = [torch.arange(n) for n in (0, 3, 10)]
+    pos, m = subsample_positives(positives, matched, cap=4)
+    assert [len(p) for p in pos] == [0, 3, 4] and [len(x) for x in m] == [0, 3, 4]
+    for p, x, full in zip(pos, m, positives):
+        torch.testing.assert_close(p, full[x])  # the box and its match stay together
+        assert len(set(x.tolist())) == len(x)  # without repeats
+    draws = torch.stack([subsample_positives(positives, matched, 4)[1][2] for _ in range(200)])
+    assert set(draws.flatten().tolist()) == set(range(10))  # every positive can be drawn
+
+
+def test_capped_mask_loss_sees_at_most_cap_positives_per_image():
+    images, targets = scenes(seed=4)
+    cap = 2
+    config = SampledMaskRCNNConfig(**{**vars(TINY_MASK), "mask_positives_per_image": cap})
+    model = tiny_model(config=config).train()
+    rows = []
+    model.roi_heads.mask_head.register_forward_hook(lambda m, i, o: rows.append(len(o)))
+    torch.manual_seed(0)
+    uncapped = sampled_positives(tiny_model().train(), images, targets)[3]
+    assert sum(min(len(p), cap) for p in uncapped) < sum(len(p) for p in uncapped)
+    torch.manual_seed(0)
+    losses = model(images, targets)
+    assert rows == [sum(min(len(p), cap) for p in uncapped)]
+    assert torch.isfinite(losses["loss_mask"]) and losses["loss_mask"] > 0
+    with pytest.raises(ValueError, match="mask_positives_per_image must be >= 0"):
+        SampledMaskRCNNConfig(mask_positives_per_image=-1)
+
+
+def test_mask_head_optimizer_scales_the_mask_head_lr_for_ours_and_torchvision():
+    setup = DetectionSetup(lr=1e-3)
+    config = SampledMaskRCNNConfig(**{**vars(TINY_MASK), "mask_head_lr_scale": 3.0})
+    tv = torchvision_mask_rcnn(config, BackboneWithFPN(ShapeBackbone(len(config.anchor_sizes)),
+                                                       config.fpn_channels))
+    tv.config = config
+    for model in (tiny_model(config=config), tv):
+        rest, head = mask_head_optimizer(model, setup).param_groups
+        assert (rest["lr"], head["lr"]) == (1e-3, pytest.approx(3e-3))
+        mask_ids = {id(p) for n, p in model.named_parameters() if ".mask_" in n}
+        assert {id(p) for p in head["params"]} == mask_ids and mask_ids  # the whole head
+        assert len(rest["params"]) + len(head["params"]) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="mask_head_lr_scale must be > 0"):
+        SampledMaskRCNNConfig(mask_head_lr_scale=0)
+
+
+def test_the_cap_is_not_a_field_of_mask_rcnn_config():
+    """Panoptic FPN's config inherits MaskRCNNConfig: its fields (its cache name) must not move."""
+    assert "mask_positives_per_image" not in vars(MaskRCNNConfig())
+    assert "mask_head_lr_scale" not in vars(MaskRCNNConfig())
+    assert SampledMaskRCNNConfig().mask_positives_per_image == 0  # 0: every positive
 
 
 def test_registry_trains_the_three_mask_detectors_on_scenes_with_masks():

@@ -416,13 +416,43 @@ def test_clear_errors():
 
 
 def test_registered_specs_differ_only_in_the_classification_loss():
-    names = {"retinanet", "retinanet_bce", "retinanet_bce_hnm", "torchvision_retinanet"}
+    import dataclasses
+
+    from cv_course.experiments.retinanet import ABLATION
+
+    names = {"retinanet", "retinanet_focal", "retinanet_bce", "retinanet_bce_hnm",
+             "torchvision_retinanet"}
     assert names <= set(SPECS)
     base = SPECS["retinanet"].config
-    for name, kind in (("retinanet_bce", "bce"), ("retinanet_bce_hnm", "bce_hnm")):
+    assert ABLATION == ("retinanet_focal", "retinanet_bce", "retinanet_bce_hnm")
+    for name, kind in zip(ABLATION, ("focal", "bce", "bce_hnm")):
         assert SPECS[name].config == base.replace(cls_loss=kind)
-        assert SPECS[name].setup == SPECS["retinanet"].setup
+        assert SPECS[name].setup == SPECS["retinanet_focal"].setup  # one budget
+    # the ablation's budget is its own (shorter), not the default's
+    ablation_setup = SPECS["retinanet_focal"].setup
+    assert ablation_setup.epochs < SPECS["retinanet"].setup.epochs
+    default = SPECS["retinanet"].setup
+    assert dataclasses.replace(ablation_setup, epochs=default.epochs) == default
     assert SPECS["torchvision_retinanet"].config == base
+    assert SPECS["torchvision_retinanet"].setup == SPECS["retinanet"].setup
+
+
+def test_focal_ablation_refuses_models_trained_on_different_budgets(monkeypatch):
+    import dataclasses
+
+    from cv_course.experiments import retinanet as experiment
+
+    spec = experiment.SPECS["retinanet_bce"]
+    shorter = dataclasses.replace(spec.setup, epochs=spec.setup.epochs // 2)
+    monkeypatch.setitem(experiment.SPECS, "retinanet_bce",
+                        dataclasses.replace(spec, setup=shorter))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("focal_ablation loaded or trained a model before the check")
+
+    monkeypatch.setattr(experiment, "trained_detector", no_training)
+    with pytest.raises(ValueError, match="one budget"):
+        experiment.focal_ablation()
 
 
 @pytest.mark.cuda

@@ -329,7 +329,8 @@ def _cache_key(name: str, setup: DetectionSetup, config) -> str:
 
 
 def trained_detector(name: str = "faster_rcnn", setup: DetectionSetup | None = None,
-                     config=None, cache_dir=None, progress: bool = False) -> nn.Module:
+                     config=None, cache_dir=None, progress: bool = False,
+                     val_fn=None) -> nn.Module:
     """A trained detector, loaded from the disk cache or trained on one CPU thread (and cached).
 
     The file name is a hash of (name, setup, config, recipe version); the cache
@@ -337,6 +338,11 @@ def trained_detector(name: str = "faster_rcnn", setup: DetectionSetup | None = N
     Returns the model on the CPU in eval mode with attributes ``train_seconds``
     (the original training time, also when loaded) and ``history`` (its
     :class:`DetectionHistory` as a dict).
+
+    ``val_fn``: optional ``val_fn(model) -> float`` called after each training epoch
+    when the model is trained here (not when it is loaded), recorded in
+    ``history["val_metric"]`` (e.g. a held-out convergence curve). It must not change
+    the model or draw random numbers, so the cached weights are those trained without it.
     """
     spec = detector_spec(name)
     setup = spec.setup if setup is None else setup
@@ -351,7 +357,7 @@ def trained_detector(name: str = "faster_rcnn", setup: DetectionSetup | None = N
         model.train_seconds, model.history = float(saved["train_seconds"]), saved["history"]
         return model.eval()
     with one_thread():
-        result = train_detector(name, setup, config, progress=progress)
+        result = train_detector(name, setup, config, progress=progress, val_fn=val_fn)
     model = result.model
     model.train_seconds, model.history = result.train_seconds, dataclasses.asdict(result.history)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -58,3 +58,6 @@ __all__ += ["YOLOConfig", "YOLOHead", "YOLOv1", "decode_yolo", "yolo_output_size
 from .mask_rcnn import MaskRCNN, MaskRCNNConfig, MaskRoIHeads, MultiScaleRoIPool  # noqa: E402
 
 __all__ += ["MaskRCNN", "MaskRCNNConfig", "MaskRoIHeads", "MultiScaleRoIPool"]
+from .mask_rcnn import SampledMaskRCNNConfig  # noqa: E402
+
+__all__ += ["SampledMaskRCNNConfig"]

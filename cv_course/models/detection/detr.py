@@ -24,13 +24,16 @@ the plain model): each query owns a learned *reference point* around which it pr
 box (Deformable DETR, Zhu et al. 2021), its cross-attention starts as a Gaussian around
 that point (SMCA, Gao et al. 2021), so a query sees its neighbourhood from the first step.
 ``box_refine=True`` also re-centres both, layer by layer, on the previous layer's box
-(Deformable DETR's iterative refinement; better in a short test, not yet benchmarked).
+(Deformable DETR's iterative refinement), ``query_selection=True`` starts the points at the
+encoder's most confident boxes of each image (Deformable DETR's two-stage variant, DINO), and
+``groups > 1`` trains several one-to-one query groups side by side, running one at inference
+(Group DETR). ``cv_course.experiments.detr`` says which of these the registered model uses
+and what they measured.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +42,8 @@ from torch import Tensor, nn
 from ...ops import HungarianMatcher
 from ...ops.boxes import box_convert
 from .backbone import ShapeBackbone
+from .detr_layers import (MLP, DecoderLayer, EncoderLayer, cell_centres, reference_grid,
+                          sine_point_encoding, sine_position_encoding)
 from .detr_loss import SetCriterion
 
 
@@ -74,6 +79,18 @@ class DETRConfig:
     # Each decoder layer moves the reference point to the centre the previous layer predicted
     # (Deformable DETR's iterative box refinement); needs reference_points.
     box_refine: bool = False
+    # Group DETR (Chen et al., "Group DETR: Fast DETR Training with Group-Wise One-to-Many
+    # Assignment", ICCV 2023): in training, ``groups`` independent sets of Q queries, each
+    # matched one-to-one with the objects and attending only to its own group, so every object
+    # trains ``groups`` queries per step; inference keeps group 0 only (same cost, no NMS).
+    # The losses are averaged over the groups (the paper sums them: a constant factor).
+    groups: int = 1
+    # Query selection ("two-stage" Deformable DETR, Zhu et al. 2021; DINO's mixed query
+    # selection, Zhang et al., ICLR 2023): every encoder cell also predicts a (class, box),
+    # trained with its own set loss (``loss_*_enc``), and the decoder's reference points
+    # start at the centres of the Q most confident of these boxes instead of a learned grid;
+    # the queries' content (``query_pos``) stays learned. Needs box_refine.
+    query_selection: bool = False
 
     def __post_init__(self):
         if self.num_classes < 1 or self.num_queries < 1:
@@ -88,106 +105,17 @@ class DETRConfig:
                              f"(the prior is centred on them), got {self.attention_sigma}")
         if self.box_refine and not self.reference_points:
             raise ValueError("box_refine moves the reference points: set reference_points=True")
+        if self.query_selection and not self.box_refine:
+            raise ValueError("query_selection starts the refinement from the encoder's boxes: "
+                             "set box_refine=True")
+        if self.groups < 1:
+            raise ValueError(f"groups must be >= 1 (1: plain one-to-one DETR), got {self.groups}")
         if self.feature_stride not in (8, 16):
             raise ValueError(f"feature_stride must be 8 or 16, got {self.feature_stride}")
 
     def replace(self, **changes) -> "DETRConfig":
         """A copy with some fields changed (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
-
-
-def sine_point_encoding(points: Tensor, d_model: int, temperature: float = 10000.0) -> Tensor:
-    """DETR's sine encoding of normalized (x, y) points: half the channels encode y, half x.
-
-    With (x, y) scaled to (0, 2 pi], frequency i < d/4 gives ``sin(y / T**(4i/d)),
-    cos(y / T**(4i/d))`` and the same for x (T = ``temperature``), the encoding of
-    "Attention Is All You Need" once per axis. Nearby points get similar codes.
-
-    Args:
-        points (Tensor[..., 2]): (x, y) in [0, 1].
-    Returns:
-        Tensor[..., d_model]: [y sines, y cosines, x sines, x cosines].
-    """
-    n = d_model // 4  # frequencies per axis
-    freq = temperature ** (torch.arange(n, device=points.device, dtype=points.dtype) / n)  # [n]
-    angles = points[..., None] * (2 * math.pi) / freq  # [..., 2, n]
-    x, y = angles[..., 0, :], angles[..., 1, :]
-    return torch.cat([y.sin(), y.cos(), x.sin(), x.cos()], -1)  # [..., 4n]
-
-
-def sine_position_encoding(H: int, W: int, d_model: int, device=None,
-                           dtype=torch.float32) -> Tensor:
-    """:func:`sine_point_encoding` of the centres of an H x W grid of cells.
-
-    Returns:
-        Tensor[H * W, d_model], row-major over the cells (the order of ``flatten(2)``).
-    """
-    return sine_point_encoding(cell_centres(H, W, device, dtype), d_model)  # [H*W, d]
-
-
-def cell_centres(H: int, W: int, device=None, dtype=torch.float32) -> Tensor:
-    """Normalized (x, y) centres of an H x W grid of cells, Tensor[H * W, 2], row-major."""
-    y = (torch.arange(H, device=device, dtype=dtype) + 0.5) / H  # [H]
-    x = (torch.arange(W, device=device, dtype=dtype) + 0.5) / W  # [W]
-    return torch.stack(torch.meshgrid(x, y, indexing="xy"), -1).flatten(0, 1)  # [H*W, 2]
-
-
-def reference_grid(n: int) -> Tensor:
-    """``n`` points (x, y) spread over the unit square: the centres of a ceil(sqrt(n))-wide grid,
-    row by row, the last row partly filled. Returns Tensor[n, 2] in (0, 1)."""
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    k = torch.arange(n)
-    return torch.stack([(k % cols + 0.5) / cols, (k // cols + 0.5) / rows], 1)  # [n, 2]
-
-
-class EncoderLayer(nn.Module):
-    """Self-attention over the feature cells (position added to queries and keys), then an MLP."""
-
-    def __init__(self, d: int, heads: int, ff: int, dropout: float):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(d, ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff, d))
-        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor, pos: Tensor) -> Tensor:  # x [B, N, d], pos [N, d]
-        qk = x + pos
-        x = self.norm1(x + self.drop(self.attn(qk, qk, x, need_weights=False)[0]))
-        return self.norm2(x + self.drop(self.mlp(x)))  # [B, N, d]
-
-
-class DecoderLayer(nn.Module):
-    """Queries attend to each other (no duplicates), then to the encoded map, then an MLP."""
-
-    def __init__(self, d: int, heads: int, ff: int, dropout: float):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(d, ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff, d))
-        self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(3))
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, t: Tensor, query_pos: Tensor, memory: Tensor, pos: Tensor,
-                prior: Tensor | None = None) -> Tensor:
-        # t [B, Q, d] the queries' state, query_pos [Q, d], memory [B, N, d], pos [N, d],
-        # prior [Q, N] or None: added to the cross-attention logits
-        qk = t + query_pos
-        t = self.norms[0](t + self.drop(self.self_attn(qk, qk, t, need_weights=False)[0]))
-        t = self.norms[1](t + self.drop(self.cross_attn(
-            t + query_pos, memory + pos, memory, attn_mask=prior, need_weights=False)[0]))
-        return self.norms[2](t + self.drop(self.mlp(t)))  # [B, Q, d]
-
-
-class MLP(nn.Sequential):
-    """``layers`` linear layers with ReLU between them (DETR's box head has 3)."""
-
-    def __init__(self, d_in: int, d_hidden: int, d_out: int, layers: int):
-        dims = [d_in] + [d_hidden] * (layers - 1) + [d_out]
-        mods = []
-        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-            mods += [nn.Linear(a, b)] + ([nn.ReLU()] if i < layers - 1 else [])
-        super().__init__(*mods)
 
 
 class DETR(nn.Module):
@@ -221,11 +149,16 @@ class DETR(nn.Module):
         self.encoder = nn.ModuleList(EncoderLayer(*args) for _ in range(c.encoder_layers))
         self.decoder = nn.ModuleList(DecoderLayer(*args) for _ in range(c.decoder_layers))
         self.decoder_norm = nn.LayerNorm(c.d_model)
-        self.query_pos = nn.Embedding(c.num_queries, c.d_model)  # the learned object queries
-        if c.reference_points:  # in logit space, on a grid covering the image
-            self.reference = nn.Parameter(torch.logit(reference_grid(c.num_queries)))  # [Q, 2]
+        n = c.groups * c.num_queries  # queries in training; inference keeps the first Q
+        self.query_pos = nn.Embedding(n, c.d_model)  # the learned object queries
+        if c.reference_points:  # in logit space, on a grid covering the image, once per group
+            grid = torch.logit(reference_grid(c.num_queries)).repeat(c.groups, 1)  # [n, 2]
+            self.reference = nn.Parameter(grid)
         self.class_head = nn.Linear(c.d_model, c.num_classes + 1)
         self.box_head = MLP(c.d_model, c.d_model, 4, 3)
+        if c.query_selection:  # one (class, box) per encoder cell, the box around the cell
+            self.enc_class_head = nn.Linear(c.d_model, c.num_classes + 1)
+            self.enc_box_head = MLP(c.d_model, c.d_model, 4, 3)
         self.criterion = SetCriterion(
             c.num_classes, HungarianMatcher(c.cost_class, c.cost_bbox, c.cost_giou),
             c.weight_ce, c.weight_bbox, c.weight_giou, c.no_object_weight)
@@ -235,8 +168,27 @@ class DETR(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("in train mode DETR needs targets (call model.eval() to predict)")
-            return self.criterion(self.predict_sets(x), self._normalize(targets, x))
+            out, targets = self.predict_sets(x), self._normalize(targets, x)
+            losses = {}
+            if "enc_outputs" in out:  # the encoder's proposals get a set loss of their own
+                enc = self.criterion.layer_loss(out.pop("enc_outputs"), targets)
+                losses = {f"{k}_enc": self.criterion.weights[k] * v for k, v in enc.items()}
+            if self.config.groups > 1:  # each group is matched on its own, like another image
+                out = _split_groups(out, self.config.groups)
+                targets = [t for t in targets for _ in range(self.config.groups)]
+            return {**self.criterion(out, targets), **losses}
         return self.postprocess(self.predict_sets(x), x.shape[-2:])
+
+    def _queries(self, device) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The queries of this mode: position codes [n, d], reference logits [n, 2] (or None)
+        and the self-attention mask [n, n] (None for one group); n = groups * Q in training,
+        Q in eval mode (group 0)."""
+        Q = self.config.num_queries
+        n = Q * self.config.groups if self.training else Q
+        ref = self.reference[:n] if self.config.reference_points else None
+        group = torch.arange(n, device=device) // Q  # [n]
+        mask = group[:, None] != group[None, :] if n > Q else None  # [n, n]: other groups
+        return self.query_pos.weight[:n], ref, mask
 
     def predict_sets(self, x: Tensor) -> dict:
         """Raw outputs: ``pred_logits`` [B, Q, C + 1], ``pred_boxes`` [B, Q, 4] (normalized
@@ -249,25 +201,32 @@ class DETR(nn.Module):
         memory = f.flatten(2).transpose(1, 2)  # [B, h*w, d]: one token per cell
         for layer in self.encoder:
             memory = layer(memory, pos)
-        query_pos, prior = self.query_pos.weight, None  # [Q, d]
+        query_pos, ref_logit, self_mask = self._queries(f.device)  # [Q, d], [Q, 2], [Q, Q]
+        prior = None
         if self.config.reference_points:
-            ref = self.reference.sigmoid()  # [Q, 2] (x, y) in (0, 1)
+            ref = ref_logit.sigmoid()  # [Q, 2] (x, y) in (0, 1)
             query_pos = query_pos + sine_point_encoding(ref, d)  # where the query looks first
         if self.config.attention_sigma:
             cells = cell_centres(h, w, device=f.device, dtype=f.dtype)  # [h*w, 2]
             d2 = (cells[None] - ref[:, None]).square().sum(-1)  # [Q, h*w]
             prior = -d2 / (2 * self.config.attention_sigma**2)
+        if self.config.query_selection:
+            enc, ref_logit = self._select(memory, h, w, query_pos.shape[0])  # ref [B, n, 2]
+            out = self._refine(memory, pos, h, w, ref_logit, self_mask)
+            if self.training:
+                out["enc_outputs"] = enc
+            return out
         if self.config.box_refine:
-            return self._refine(memory, pos, h, w)
+            return self._refine(memory, pos, h, w, ref_logit, self_mask)
         t = torch.zeros(B, *query_pos.shape, device=f.device, dtype=f.dtype)  # [B, Q, d]
         states = []
         for layer in self.decoder:
-            t = layer(t, query_pos, memory, pos, prior)
+            t = layer(t, query_pos, memory, pos, prior, self_mask)
             states.append(self.decoder_norm(t))
         hs = torch.stack(states)  # [L, B, Q, d]
         logits, boxes = self.class_head(hs), self.box_head(hs)  # [L, B, Q, C+1], [L, B, Q, 4]
         if self.config.reference_points:  # the centre is an offset from the reference point
-            boxes = torch.cat([boxes[..., :2] + self.reference, boxes[..., 2:]], -1)
+            boxes = torch.cat([boxes[..., :2] + ref_logit, boxes[..., 2:]], -1)
         boxes = boxes.sigmoid()  # normalized (cx, cy, w, h)
         out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
         if self.config.aux_loss:
@@ -275,20 +234,23 @@ class DETR(nn.Module):
                                   for a, b in zip(logits[:-1], boxes[:-1])]
         return out
 
-    def _refine(self, memory: Tensor, pos: Tensor, h: int, w: int) -> dict:
+    def _refine(self, memory: Tensor, pos: Tensor, h: int, w: int, ref_logit: Tensor,
+                self_mask: Tensor | None) -> dict:
         """The decoder with iterative refinement: layer l looks around, and predicts its box
         relative to, the centre that layer l - 1 predicted (the learned point for l = 0)."""
         B, N, d = memory.shape
         cells = cell_centres(h, w, device=memory.device, dtype=memory.dtype)  # [N, 2]
-        ref = self.reference.sigmoid().expand(B, -1, -1)  # [B, Q, 2]
+        ref = ref_logit.sigmoid().expand(B, -1, -1)  # [B, Q, 2]
+        query_weight = self.query_pos.weight[:ref.shape[1]]  # [Q, d]
         t = torch.zeros(B, ref.shape[1], d, device=memory.device, dtype=memory.dtype)
         heads = self.config.heads
         layers = []
         for layer in self.decoder:
-            query_pos = self.query_pos.weight + sine_point_encoding(ref, d)  # [B, Q, d]
+            query_pos = query_weight + sine_point_encoding(ref, d)  # [B, Q, d]
             d2 = (cells[None, None] - ref[:, :, None]).square().sum(-1)  # [B, Q, N]
             prior = (-d2 / (2 * self.config.attention_sigma**2)).repeat_interleave(heads, 0)
-            t = layer(t, query_pos, memory, pos, prior if self.config.attention_sigma else None)
+            t = layer(t, query_pos, memory, pos,
+                      prior if self.config.attention_sigma else None, self_mask)
             hs = self.decoder_norm(t)  # [B, Q, d]
             delta = self.box_head(hs)  # [B, Q, 4]
             centre = delta[..., :2] + torch.logit(ref, eps=1e-4)  # an offset from ref
@@ -299,6 +261,22 @@ class DETR(nn.Module):
         if self.config.aux_loss:
             out["aux_outputs"] = layers[:-1]
         return out
+
+    def _select(self, memory: Tensor, h: int, w: int, n: int) -> tuple[dict, Tensor]:
+        """Query selection: a (class, box) per encoder cell, the box centre an offset from the
+        cell's centre, and the logit centres [B, n, 2] of the Q most confident boxes (the same
+        Q for every query group), detached as in Deformable DETR's two-stage variant."""
+        B, N, _ = memory.shape
+        cells = cell_centres(h, w, device=memory.device, dtype=memory.dtype)  # [N, 2]
+        delta = self.enc_box_head(memory)  # [B, N, 4]
+        centre = delta[..., :2] + torch.logit(cells)  # [B, N, 2], around each cell
+        enc = {"pred_logits": self.enc_class_head(memory),  # [B, N, C + 1]
+               "pred_boxes": torch.cat([centre, delta[..., 2:]], -1).sigmoid()}  # [B, N, 4]
+        Q = self.config.num_queries
+        score = enc["pred_logits"].softmax(-1)[..., :-1].max(-1).values  # [B, N]
+        top = score.topk(Q, dim=1).indices  # [B, Q]
+        ref = centre.gather(1, top[..., None].expand(-1, -1, 2)).detach()  # [B, Q, 2]
+        return enc, ref.repeat(1, n // Q, 1)  # [B, n, 2]
 
     @staticmethod
     def postprocess(out: dict, size) -> list[dict]:
@@ -341,6 +319,19 @@ class DETR(nn.Module):
             boxes = box_convert(t["boxes"].to(x), "xyxy", "cxcywh") / scale  # [K, 4]
             out.append({"labels": labels - 1, "boxes": boxes})
         return out
+
+
+def _split_groups(out: dict, groups: int) -> dict:
+    """Outputs of B images with ``groups`` query groups, [B, groups * Q, ...], as outputs of
+    B * groups images with Q queries, [B * groups, Q, ...] (image-major: image b's group k is
+    row b * groups + k), so that each group is matched to the objects on its own."""
+    def split(t: Tensor) -> Tensor:
+        B, n = t.shape[:2]
+        return t.reshape(B * groups, n // groups, *t.shape[2:])
+    res = {k: split(out[k]) for k in ("pred_logits", "pred_boxes")}
+    if "aux_outputs" in out:
+        res["aux_outputs"] = [{k: split(a[k]) for k in a} for a in out["aux_outputs"]]
+    return res
 
 
 __all__ = ["DETRConfig", "DETR", "sine_point_encoding", "sine_position_encoding", "reference_grid"]
