@@ -21,9 +21,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 
-# Detectors the chapters load, longest training first (measured single-thread minutes:
-# panoptic_fpn ~12, detr ~7, mask_rcnn ~6.5, retinanet ~5, faster_rcnn ~5; each of the
-# four segmentation models ~2): the order only decides which worker starts what. The
+# Detectors the chapters load, long trainings first (single-thread minutes in a cold CI
+# run, two workers: panoptic_fpn ~8, detr ~13, mask_rcnn ~7.5, retinanet ~4.5, faster_rcnn
+# ~4.5; each of the four segmentation models ~1): the order only decides which worker
+# starts what, and either of the first two first gives the same schedule. The
 # single-stage chapter reads its detectors' measurements from benchmarks/results/*.json
 # and trains none, so YOLO, FCOS and the RetinaNet loss ablation are not here.
 BOOK_DETECTORS = ("panoptic_fpn", "detr", "mask_rcnn", "retinanet", "faster_rcnn")
