@@ -7,8 +7,11 @@ every input (chapters, configuration, extension, assets, the package, the
 assignments) lets a later run reuse a site built from exactly the same inputs.
 
 The build is the one of `make book` plus ``--all`` (every page re-read, so every
-warning is raised again under ``-W``); chapter execution is still taken from the
-jupyter-cache when a chapter's code has not changed.
+warning is raised again under ``-W``). Chapter execution is taken from the
+jupyter-cache when a chapter's code has not changed, unless what the chapters
+import or read changed (the package, the measured records, the assignments): the
+jupyter-cache keys on a notebook's code cells alone, so then it is cleared and
+every chapter runs again.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,9 +48,14 @@ def chapter_files() -> list[str]:
     return [f for f in toc_files() if "kernelspec:" in (REPO / f"{f}.md").read_text()[:400]]
 
 
-def inputs_hash() -> str:
+# Inputs the chapters' outputs depend on without being their code cells
+_EXECUTION_INPUTS = ("book/**/*.py", "cv_course/**/*.py", "assignments/**/*.ipynb",
+                     "benchmarks/results/*.json")
+
+
+def inputs_hash(patterns: tuple[str, ...] = _INPUTS) -> str:
     h = hashlib.sha256()
-    for pattern in _INPUTS:
+    for pattern in patterns:
         for path in sorted(REPO.glob(pattern)):
             if "_generated" in path.parts or "mathjax" in path.parts:
                 continue
@@ -73,9 +82,14 @@ def built_site() -> Path:
         if stamp.is_file() and stamp.read_text() == key and (HTML / "index.html").is_file():
             return HTML
         stamp.unlink(missing_ok=True)
+        executed = BUILD / ".test-site-execution-stamp"
+        execution_key = inputs_hash(_EXECUTION_INPUTS)
+        if not executed.is_file() or executed.read_text() != execution_key:
+            shutil.rmtree(BUILD / ".jupyter_cache", ignore_errors=True)  # stale outputs
         # MathJax into book/_static and the FCN/U-Net chapter's models into the cache
         _run(["make", "--no-print-directory", "book-assets"], timeout=3000)
         jb = str(Path(sys.executable).parent / "jupyter-book")
         _run([jb, "build", ".", "-W", "--keep-going", "--all"], timeout=3000)
         stamp.write_text(key)
+        executed.write_text(execution_key)
     return HTML
