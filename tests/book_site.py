@@ -29,9 +29,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "_build"
 HTML = BUILD / "html"
+# Everything the built site depends on (the chapters read measured records from benchmarks/)
 _INPUTS = ("_config.yml", "_toc.yml", "book/**/*.md", "book/**/*.py", "book/**/*.bib",
-           "book/_static/*.css", "book/_static/*.js", "cv_course/**/*.py", "assignments/**/*.ipynb",
-           "benchmarks/results/*.json")  # the chapters read measured records from there
+           "book/_static/*.css", "book/_static/*.js", "cv_course/**/*.py",
+           "assignments/**/*.ipynb", "benchmarks/results/*.json")
 
 
 def toc_files() -> list[str]:
